@@ -1,0 +1,166 @@
+// Command nq-demo runs naquid's headline workload in one process: a server and C client
+// connections on loopback, each pipelining N Ping calls with W in flight on one RPC stream, with
+// certificates made in memory. It prints requests per second, latency percentiles, CPU time per
+// request and how many RPC frames each QUIC packet carried; with -compare (the default) it then
+// runs the same workload as a hand-written pipelined echo on raw quic-go and prints the ratio.
+//
+// Usage:
+//
+//	nq-demo [-transport udp|memconn] [-c 100] [-n 5000] [-w 32] [-size 8] [-compare=true]
+//	        [-timeout 50s] [-cpuprofile file]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"time"
+)
+
+// config is what one run does. The zero value of a field means its default.
+type config struct {
+	// Transport is the packet-I/O backend: "udp" (kernel UDP) or "memconn" (in-memory network).
+	// Default "udp".
+	Transport string
+	// Conns is the number of client connections (C). Default 100.
+	Conns int
+	// Calls is the number of calls each connection makes (N). Default 5000.
+	Calls int
+	// Window is the number of calls each connection keeps in flight (W). Default 32.
+	Window int
+	// Size is the payload size of a call in bytes, 8 to 65535. Default 8.
+	Size int
+	// Compare also runs the raw quic-go echo peer and prints the ratio.
+	Compare bool
+	// Timeout bounds each workload; when it passes, the run reports what it measured and fails.
+	// Default 50s.
+	Timeout time.Duration
+	// CPUProfile, when set, is the file a CPU profile of the nq workload is written to.
+	CPUProfile string
+}
+
+// Defaults for zero config fields.
+const (
+	defaultTransport = "udp"
+	defaultConns     = 100
+	defaultCalls     = 5000
+	defaultWindow    = 32
+	defaultSize      = 8
+	defaultTimeout   = 50 * time.Second
+	maxSize          = 65535 // the echo peer's 2-byte length prefix
+	minSize          = 8     // room for the sequence number
+)
+
+// withDefaults returns c with zero fields set to their defaults.
+func (c config) withDefaults() config {
+	if c.Transport == "" {
+		c.Transport = defaultTransport
+	}
+	if c.Conns == 0 {
+		c.Conns = defaultConns
+	}
+	if c.Calls == 0 {
+		c.Calls = defaultCalls
+	}
+	if c.Window == 0 {
+		c.Window = defaultWindow
+	}
+	if c.Size == 0 {
+		c.Size = defaultSize
+	}
+	if c.Timeout == 0 {
+		c.Timeout = defaultTimeout
+	}
+	return c
+}
+
+// validate reports the first invalid field of c (after defaults).
+func (c config) validate() error {
+	switch {
+	case c.Transport != "udp" && c.Transport != "memconn":
+		return fmt.Errorf("transport %q: want udp or memconn", c.Transport)
+	case c.Conns < 1:
+		return fmt.Errorf("connections %d: want at least 1", c.Conns)
+	case c.Calls < 1:
+		return fmt.Errorf("calls %d: want at least 1 per connection", c.Calls)
+	case c.Window < 1:
+		return fmt.Errorf("window %d: want at least 1", c.Window)
+	case c.Size < minSize || c.Size > maxSize:
+		return fmt.Errorf("size %d: want %d to %d bytes", c.Size, minSize, maxSize)
+	case c.Timeout < 0:
+		return fmt.Errorf("timeout %v: want a positive duration", c.Timeout)
+	}
+	return nil
+}
+
+func main() {
+	var cfg config
+	flag.StringVar(&cfg.Transport, "transport", defaultTransport, "packet I/O: udp or memconn")
+	flag.IntVar(&cfg.Conns, "c", defaultConns, "client connections")
+	flag.IntVar(&cfg.Calls, "n", defaultCalls, "calls per connection")
+	flag.IntVar(&cfg.Window, "w", defaultWindow, "calls in flight per connection")
+	flag.IntVar(&cfg.Size, "size", defaultSize, "payload bytes per call")
+	flag.BoolVar(&cfg.Compare, "compare", true, "also run the same workload on raw quic-go and print the ratio")
+	flag.DurationVar(&cfg.Timeout, "timeout", defaultTimeout, "bound on each workload")
+	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the nq workload to this file")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "nq-demo: unexpected arguments %q\n", flag.Args())
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	err := run(ctx, cfg, os.Stdout)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nq-demo:", err)
+		if errors.Is(err, errConfig) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+// errConfig marks an invalid configuration.
+var errConfig = errors.New("invalid configuration")
+
+// run performs the workloads described by cfg and writes the report to out. It returns an error
+// wrapping context.DeadlineExceeded when cfg.Timeout passes first (after reporting what it
+// measured).
+func run(ctx context.Context, cfg config, out io.Writer) error {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return fmt.Errorf("%w: %w", errConfig, err)
+	}
+	fmt.Fprintf(out, "nq-demo: %d connections x %d calls, %d in flight, %d-byte payload, transport %s\n",
+		cfg.Conns, cfg.Calls, cfg.Window, cfg.Size, cfg.Transport)
+	wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	nqRes, err := runNQ(wctx, cfg)
+	cancel()
+	nqRes.report(out, cfg)
+	if err != nil {
+		return workloadErr(nqRes.name, cfg, err)
+	}
+	if !cfg.Compare {
+		return nil
+	}
+	wctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
+	echoRes, err := runEcho(wctx, cfg)
+	cancel()
+	echoRes.report(out, cfg)
+	if err != nil {
+		return workloadErr(echoRes.name, cfg, err)
+	}
+	fmt.Fprintf(out, "ratio nq/quic-go req/s %.2f\n", nqRes.rate()/echoRes.rate())
+	return nil
+}
+
+func workloadErr(name string, cfg config, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s over %s: timed out after %v: %w", name, cfg.Transport, cfg.Timeout, err)
+	}
+	return fmt.Errorf("%s over %s: %w", name, cfg.Transport, err)
+}

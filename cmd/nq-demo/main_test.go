@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestRun(t *testing.T) {
+	for _, kind := range []string{"memconn", "udp"} {
+		t.Run(kind, func(t *testing.T) {
+			var out bytes.Buffer
+			cfg := config{Transport: kind, Conns: 3, Calls: 101, Window: 8, Compare: true, Timeout: 20 * time.Second}
+			if err := run(context.Background(), cfg, &out); err != nil {
+				t.Fatalf("run: %v\n%s", err, out.String())
+			}
+			t.Logf("\n%s", out.String())
+			for _, want := range []string{"transport " + kind, "3 connections x 101 calls", "\nnq\n", "\nquic-go echo\n",
+				"calls      303 of 303", "req/s", "p50", "p999", "us per call", "frames per QUIC packet", "ratio nq/quic-go req/s"} {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("report lacks %q", want)
+				}
+			}
+		})
+	}
+}
+
+func TestRunTimeoutReportsPartialResults(t *testing.T) {
+	var out bytes.Buffer
+	cfg := config{Transport: "memconn", Conns: 2, Calls: 5_000_000, Window: 1, Timeout: 500 * time.Millisecond}
+	start := time.Now()
+	err := run(context.Background(), cfg, &out)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("run = %v, want a deadline error\n%s", err, out.String())
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("run took %v after a 500ms timeout", d)
+	}
+	m := regexp.MustCompile(`calls +(\d+) of 10000000`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no request count in the report:\n%s", out.String())
+	}
+	if done, _ := strconv.Atoi(m[1]); done >= cfg.Conns*cfg.Calls {
+		t.Errorf("%d requests completed before the timeout", done)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		cfg   config
+		field string
+	}{
+		{config{Transport: "tcp"}, "transport"},
+		{config{Conns: -1}, "connections"},
+		{config{Calls: -5}, "calls"},
+		{config{Window: -2}, "window"},
+		{config{Size: 4}, "size"},
+		{config{Size: 70000}, "size"},
+		{config{Timeout: -time.Second}, "timeout"},
+	}
+	for _, tt := range tests {
+		err := run(context.Background(), tt.cfg, &bytes.Buffer{})
+		if !errors.Is(err, errConfig) || !strings.Contains(err.Error(), tt.field) {
+			t.Errorf("run(%+v) = %v, want a config error naming %q", tt.cfg, err, tt.field)
+		}
+	}
+	if err := (config{}).withDefaults().validate(); err != nil {
+		t.Errorf("defaults invalid: %v", err)
+	}
+}

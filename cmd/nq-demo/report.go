@@ -1,0 +1,83 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"syscall"
+	"time"
+)
+
+// result is what one workload measured. On failure it holds what completed before.
+type result struct {
+	name      string
+	elapsed   time.Duration
+	cpu       time.Duration   // process CPU time (user + system) while measuring
+	latencies []time.Duration // one per completed call, in no particular order
+	frames    float64         // RPC frames per QUIC packet sent by the clients (nq only)
+}
+
+// start begins measuring (and profiling, when asked for the nq workload) and returns the
+// function that ends it.
+func (r *result) start(cfg config) (stop func(), err error) {
+	var prof *os.File
+	if cfg.CPUProfile != "" && r.name == "nq" {
+		if prof, err = os.Create(cfg.CPUProfile); err != nil {
+			return nil, fmt.Errorf("cpu profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(prof); err != nil {
+			prof.Close()
+			return nil, fmt.Errorf("cpu profile: %w", err)
+		}
+	}
+	cpu0, t0 := cpuTime(), time.Now()
+	return func() {
+		r.elapsed, r.cpu = time.Since(t0), cpuTime()-cpu0
+		if prof != nil {
+			pprof.StopCPUProfile()
+			prof.Close()
+		}
+	}, nil
+}
+
+func (r *result) rate() float64 {
+	if r.elapsed <= 0 {
+		return 0
+	}
+	return float64(len(r.latencies)) / r.elapsed.Seconds()
+}
+
+// report writes r as a few labelled lines.
+func (r *result) report(out io.Writer, cfg config) {
+	done := len(r.latencies)
+	fmt.Fprintf(out, "%s\n", r.name)
+	fmt.Fprintf(out, "  calls      %d of %d in %v (handshakes excluded)\n", done, cfg.Conns*cfg.Calls, r.elapsed.Round(time.Millisecond))
+	if done == 0 || r.elapsed <= 0 {
+		return
+	}
+	slices.Sort(r.latencies)
+	fmt.Fprintf(out, "  req/s      %.0f\n", r.rate())
+	fmt.Fprintf(out, "  latency    p50 %v  p99 %v  p999 %v  max %v\n", percentile(r.latencies, 50), percentile(r.latencies, 99),
+		percentile(r.latencies, 99.9), r.latencies[done-1].Round(time.Microsecond))
+	fmt.Fprintf(out, "  cpu        %.2f us per call (server and clients together)\n", float64(r.cpu.Nanoseconds())/1e3/float64(done))
+	if r.frames > 0 {
+		fmt.Fprintf(out, "  batching   %.1f RPC frames per QUIC packet (client side)\n", r.frames)
+	}
+}
+
+// percentile returns the p-th percentile (nearest rank) of sorted, which must not be empty.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	i := int(float64(len(sorted))*p/100+0.999999) - 1
+	return sorted[max(0, min(i, len(sorted)-1))].Round(time.Microsecond)
+}
+
+// cpuTime returns the CPU time the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -1,0 +1,417 @@
+package nq
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	quicgo "github.com/quic-go/quic-go"
+
+	"github.com/naquid/naquid/internal/wire"
+	"github.com/naquid/naquid/quic"
+	"github.com/naquid/naquid/transport"
+	"github.com/naquid/naquid/transport/udp"
+)
+
+// NoReconnect, returned by Client.OnClose, leaves the Conn disconnected until Reset (reconnect)
+// or Close (finalize).
+const NoReconnect time.Duration = -1
+
+// Client dials Conns that reconnect by themselves. Set the fields before the first Connect or
+// Dial; they must not change afterwards. All Conns of a Client share one packet socket per
+// address family.
+type Client struct {
+	// TLS is the client's TLS configuration. Required: set RootCAs to trust the server's CA
+	// (the chain and host are always verified unless InsecureSkipVerify is set). ServerName
+	// defaults to the dialed host; the ALPN protocol quic.ALPN is added when NextProtos is empty;
+	// a session cache is added when ClientSessionCache is nil, so reconnects resume.
+	TLS *tls.Config
+	// Mux serves the streams the server opens. nil refuses them (ErrUnknownProtocol); calls on
+	// streams opened with Conn.RPC or Conn.OpenRPC need the protocol in the Mux.
+	Mux *Mux
+	// Transport opens the packet socket. nil means kernel UDP (transport/udp).
+	Transport transport.Factory
+	// QUIC is the quic-go configuration. nil means quic.ClientConfig().
+	QUIC *quicgo.Config
+	// LocalAddr is the local address to bind. The zero value binds 0.0.0.0:0 for IPv4 servers
+	// and [::]:0 for IPv6 servers.
+	LocalAddr netip.AddrPort
+	// MaxFrameSize bounds RPC frame payloads in both directions. 0 means 1 MiB.
+	MaxFrameSize int
+	// Resolver looks up host names. nil means net.DefaultResolver.
+	Resolver *net.Resolver
+	// OnOpen runs after each successful handshake (every reconnect included), before the
+	// server's streams are served.
+	OnOpen func(c *Conn)
+	// OnClose runs once per ended connection attempt (after the streams' close hooks and the
+	// failure of their pending calls) and returns how long to wait before reconnecting, or
+	// NoReconnect. attempt counts the attempts since the last successful open (1 for the first
+	// close after an open). nil means DefaultBackoff. Its return value is ignored when the
+	// close was caused by Conn.Close.
+	OnClose func(c *Conn, err error, attempt int) time.Duration
+	// OnFinalize runs once when a Conn ends for good, after Conn.Close.
+	OnFinalize func(c *Conn)
+	// Logger receives debug logs with the connection id, remote address and generation. nil
+	// discards them.
+	Logger *slog.Logger
+
+	mu      sync.Mutex
+	inited  bool
+	closed  bool
+	cfg     connConfig
+	tls     *tls.Config
+	quic    *quicgo.Config
+	sockets map[bool]*clientSocket // by "is IPv4"
+	conns   map[*Conn]struct{}
+	wg      sync.WaitGroup
+}
+
+type clientSocket struct {
+	tc transport.Conn
+	pc net.PacketConn
+	tr *quicgo.Transport
+}
+
+// DefaultBackoff is the reconnect policy used when Client.OnClose is nil: exponential back-off
+// from 100 ms doubling per attempt up to 10 s, with jitter (a random wait between half and all of
+// it). A server shutting down or refusing the connection is given at least 1 s.
+func DefaultBackoff(err error, attempt int) time.Duration {
+	if attempt < 1 {
+		attempt = 1
+	}
+	d := 100 * time.Millisecond << min(attempt-1, 7)
+	d = min(d, 10*time.Second)
+	if errors.Is(err, ErrServerShutdown) || errors.Is(err, ErrRejected) {
+		d = max(d, time.Second)
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func (cl *Client) init() error {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.closed {
+		return fmt.Errorf("nq: client: %w", ErrClosed)
+	}
+	if cl.inited {
+		return nil
+	}
+	if cl.TLS == nil {
+		return errors.New("nq: Client.TLS is nil: set RootCAs (and ServerName if needed)")
+	}
+	if cl.MaxFrameSize < 0 {
+		return fmt.Errorf("nq: Client.MaxFrameSize %d is negative", cl.MaxFrameSize)
+	}
+	cl.cfg = connConfig{mux: cl.Mux, maxFrame: cl.MaxFrameSize, log: cl.Logger}
+	fillConnConfig(&cl.cfg)
+	cl.tls = withALPN(cl.TLS)
+	if cl.tls.ClientSessionCache == nil {
+		if cl.tls == cl.TLS {
+			cl.tls = cl.tls.Clone()
+		}
+		cl.tls.ClientSessionCache = tls.NewLRUClientSessionCache(0)
+	}
+	cl.quic = cl.QUIC
+	if cl.quic == nil {
+		cl.quic = quic.ClientConfig() // once: its token store serves every reconnect
+	}
+	cl.sockets = make(map[bool]*clientSocket)
+	cl.conns = make(map[*Conn]struct{})
+	cl.inited = true
+	return nil
+}
+
+// Connect starts a Conn to addr ("host:port") and returns it at once; it connects in the
+// background, and reconnects after each close as OnClose decides, until Close. Use WaitOpen to
+// wait for the first handshake.
+func (cl *Client) Connect(addr string) (*Conn, error) {
+	if _, _, err := splitAddr(addr); err != nil {
+		return nil, err
+	}
+	if err := cl.init(); err != nil {
+		return nil, err
+	}
+	c := newConn(cl.cfg, cl, nil)
+	c.addr = addr
+	cl.mu.Lock()
+	if cl.closed {
+		cl.mu.Unlock()
+		return nil, fmt.Errorf("nq: client: %w", ErrClosed)
+	}
+	cl.conns[c] = struct{}{}
+	cl.wg.Add(1)
+	cl.mu.Unlock()
+	go c.supervise()
+	return c, nil
+}
+
+// Dial is Connect followed by WaitOpen. If ctx ends first, the Conn is closed and the error
+// says why the connection did not open.
+func (cl *Client) Dial(ctx context.Context, addr string) (*Conn, error) {
+	c, err := cl.Connect(addr)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.WaitOpen(ctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("nq: dial %s: %w", addr, err)
+	}
+	return c, nil
+}
+
+// Close closes every Conn of the client (their close and finalize hooks run), waits for them to
+// end, and releases the sockets.
+func (cl *Client) Close() error {
+	cl.mu.Lock()
+	if cl.closed {
+		cl.mu.Unlock()
+		return nil
+	}
+	cl.closed = true
+	conns := make([]*Conn, 0, len(cl.conns))
+	for c := range cl.conns {
+		conns = append(conns, c)
+	}
+	cl.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	cl.wg.Wait()
+	cl.mu.Lock()
+	sockets := cl.sockets
+	cl.sockets = nil
+	cl.mu.Unlock()
+	for _, s := range sockets {
+		closeSocket(cl.cfg.log, s.tr, s.pc, s.tc)
+	}
+	return nil
+}
+
+func splitAddr(addr string) (string, uint16, error) {
+	host, ps, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("nq: address %q: %w", addr, err)
+	}
+	port, err := strconv.ParseUint(ps, 10, 16)
+	if err != nil || port == 0 {
+		return "", 0, fmt.Errorf("nq: address %q: port %q is not in 1..65535", addr, ps)
+	}
+	if host == "" {
+		return "", 0, fmt.Errorf("nq: address %q: empty host", addr)
+	}
+	return host, uint16(port), nil
+}
+
+// socket returns the client's shared socket for the address family, opening it on first use.
+func (cl *Client) socket(ctx context.Context, v4 bool) (*clientSocket, error) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.closed {
+		return nil, fmt.Errorf("nq: client: %w", ErrClosed)
+	}
+	if s := cl.sockets[v4]; s != nil {
+		return s, nil
+	}
+	local := cl.LocalAddr
+	if !local.IsValid() {
+		if v4 {
+			local = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+		} else {
+			local = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
+		}
+	}
+	factory := cl.Transport
+	if factory == nil {
+		factory = udp.Factory(udp.Config{})
+	}
+	tc, err := factory(ctx, local)
+	if err != nil {
+		return nil, fmt.Errorf("nq: client socket %s: %w", local, err)
+	}
+	pc, err := quic.PacketConn(tc)
+	if err != nil {
+		tc.Close()
+		return nil, fmt.Errorf("nq: client socket %s: %w", local, err)
+	}
+	s := &clientSocket{tc: tc, pc: pc, tr: &quicgo.Transport{Conn: pc}}
+	cl.sockets[v4] = s
+	return s, nil
+}
+
+// resolve turns host into an address, preferring IPv4.
+func (cl *Client) resolve(ctx context.Context, host string) (netip.Addr, error) {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.Unmap(), nil
+	}
+	r := cl.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	ips, err := r.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	for _, ip := range ips {
+		if ip.Unmap().Is4() {
+			return ip.Unmap(), nil
+		}
+	}
+	if len(ips) == 0 {
+		return netip.Addr{}, fmt.Errorf("no address for %q", host)
+	}
+	return ips[0], nil
+}
+
+// dial makes one connection attempt.
+func (cl *Client) dial(ctx context.Context, addr string) (*quicgo.Conn, error) {
+	host, port, err := splitAddr(addr)
+	if err != nil {
+		return nil, err
+	}
+	ip, err := cl.resolve(ctx, host)
+	if err != nil {
+		return nil, &CloseError{Err: fmt.Errorf("resolve %q: %w", host, err), kind: ErrResolve}
+	}
+	s, err := cl.socket(ctx, ip.Is4())
+	if err != nil {
+		return nil, err
+	}
+	conf := cl.tls
+	if conf.ServerName == "" {
+		conf = conf.Clone()
+		conf.ServerName = host
+	}
+	return s.tr.Dial(ctx, net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, port)), conf, cl.quic)
+}
+
+// supervise runs a client Conn: connect, serve, close, wait, reconnect — until Close.
+func (c *Conn) supervise() {
+	cl := c.client
+	defer cl.wg.Done()
+	attempt := 0
+	for !c.closeReq.Load() {
+		c.resetReq.Store(false)
+		ctx, cancel := context.WithCancel(context.Background())
+		c.dialMu.Lock()
+		c.dialAbort = cancel
+		c.dialMu.Unlock()
+		if c.closeReq.Load() {
+			cancel()
+		}
+		qc, err := cl.dial(ctx, c.addr)
+		c.dialMu.Lock()
+		c.dialAbort = nil
+		c.dialMu.Unlock()
+		cancel()
+
+		var closeErr error
+		if err == nil {
+			attempt = 0
+			closeErr = c.serveGeneration(qc)
+		} else {
+			if c.closeReq.Load() {
+				break // Close interrupted the dial: no connection existed
+			}
+			var ce *CloseError
+			if !errors.As(err, &ce) {
+				ce = &CloseError{Err: err}
+			}
+			c.log.Debug("nq: connect failed", "addr", c.addr, "err", err)
+			closeErr = ce
+		}
+		attempt++
+		wait := time.Duration(0)
+		if cl.OnClose != nil {
+			wait = cl.OnClose(c, closeErr, attempt)
+		} else {
+			wait = DefaultBackoff(closeErr, attempt)
+		}
+		if c.closeReq.Load() {
+			break
+		}
+		if !c.waitReconnect(wait) {
+			break
+		}
+	}
+	c.finalize()
+}
+
+// serveGeneration runs one established connection until it ends and returns the close error.
+func (c *Conn) serveGeneration(qc *quicgo.Conn) error {
+	g := newGeneration(c, qc)
+	c.begin(g)
+	if c.client.OnOpen != nil {
+		c.client.OnOpen(c)
+	}
+	accepted := make(chan struct{})
+	go func() {
+		g.acceptLoop()
+		close(accepted)
+	}()
+	for {
+		if c.closeReq.Load() {
+			g.closeGraceful(wire.ConnClosedByApp, "closed by application")
+			break
+		}
+		if c.resetReq.Swap(false) {
+			g.closeGraceful(wire.ConnNoError, "reset by application")
+			break
+		}
+		select {
+		case <-qc.Context().Done():
+		case <-c.wake:
+			continue
+		}
+		break
+	}
+	<-accepted
+	ce := g.teardown()
+	c.end()
+	return ce
+}
+
+// waitReconnect waits before the next attempt; it returns false when the Conn was closed.
+func (c *Conn) waitReconnect(wait time.Duration) bool {
+	if c.resetReq.Load() {
+		return true
+	}
+	var timer <-chan time.Time
+	if wait >= 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timer = t.C
+	}
+	for {
+		select {
+		case <-timer:
+			return !c.closeReq.Load()
+		case <-c.wake:
+			if c.closeReq.Load() {
+				return false
+			}
+			if c.resetReq.Load() {
+				return true
+			}
+		}
+	}
+}
+
+// finalize ends a client Conn for good.
+func (c *Conn) finalize() {
+	cl := c.client
+	if cl.OnFinalize != nil {
+		cl.OnFinalize(c)
+	}
+	cl.mu.Lock()
+	delete(cl.conns, c)
+	cl.mu.Unlock()
+	c.markEnded()
+}

@@ -1,0 +1,579 @@
+package nq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	quicgo "github.com/quic-go/quic-go"
+
+	"github.com/naquid/naquid/internal/wire"
+)
+
+// preambleTimeout bounds how long a peer may take to name the protocol of a stream it opened.
+const preambleTimeout = 10 * time.Second
+
+var connIDs atomic.Uint64
+
+// connConfig is what a Conn takes from its Server or Client.
+type connConfig struct {
+	mux      *Mux
+	maxFrame int
+	log      *slog.Logger
+}
+
+// Conn is one logical connection. On a client it survives reconnects: each successful handshake
+// starts a new generation (Generation counts them), and the Conn lives until Close. On a server
+// it is one QUIC connection, from the open hook to the close hook.
+//
+// Its methods are safe for concurrent use.
+type Conn struct {
+	id     uint64
+	client *Client
+	server *Server
+	cfg    connConfig
+	log    *slog.Logger
+
+	framesSent atomic.Uint64
+	framesRecv atomic.Uint64
+
+	ctx    context.Context // ends when the Conn is finalized (client) or closed (server)
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu     sync.Mutex
+	gen    *generation
+	genN   uint64
+	up     chan struct{} // closed while a generation is up; replaced when it goes down
+	rpcs   map[string]*RPC
+	value  any
+	ended  bool // finalized (client) or closed (server)
+	remote string
+
+	// client only
+	addr      string
+	wake      chan struct{}
+	resetReq  atomic.Bool
+	closeReq  atomic.Bool
+	dialMu    sync.Mutex
+	dialAbort context.CancelFunc
+}
+
+func newConn(cfg connConfig, client *Client, server *Server) *Conn {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Conn{
+		id:     connIDs.Add(1),
+		client: client,
+		server: server,
+		cfg:    cfg,
+		ctx:    ctx,
+		cancel: cancel,
+		done:   make(chan struct{}),
+		up:     make(chan struct{}),
+		wake:   make(chan struct{}, 1),
+	}
+	c.log = cfg.log.With("conn", c.id)
+	return c
+}
+
+// IsClient reports whether this is the client end.
+func (c *Conn) IsClient() bool { return c.client != nil }
+
+// Context returns a context that ends when the Conn is finalized (client) or closed (server).
+func (c *Conn) Context() context.Context { return c.ctx }
+
+// Done returns a channel closed after the Conn has ended: after the finalize hook on a client,
+// after the close hook on a server.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Generation returns how many times the connection has opened (1 after the first handshake).
+func (c *Conn) Generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.genN
+}
+
+// RemoteAddr returns the peer's address of the current (or last) generation, or "" before the
+// first handshake.
+func (c *Conn) RemoteAddr() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.remote
+}
+
+// SetValue stores an application value on the Conn. On a client it persists across reconnects.
+func (c *Conn) SetValue(v any) {
+	c.mu.Lock()
+	c.value = v
+	c.mu.Unlock()
+}
+
+// Value returns the value stored with SetValue.
+func (c *Conn) Value() any {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.value
+}
+
+// IsOpen reports whether a generation is up (handshake done, not yet closed).
+func (c *Conn) IsOpen() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen != nil
+}
+
+// WaitOpen blocks until a generation is up, the Conn ends (ErrClosed) or ctx ends.
+func (c *Conn) WaitOpen(ctx context.Context) error {
+	_, err := c.current(ctx)
+	return err
+}
+
+// current returns the generation that is up, waiting for one.
+func (c *Conn) current(ctx context.Context) (*generation, error) {
+	for {
+		c.mu.Lock()
+		g, up, ended := c.gen, c.up, c.ended
+		c.mu.Unlock()
+		if g != nil {
+			return g, nil
+		}
+		if ended {
+			return nil, fmt.Errorf("nq: conn %d: %w", c.id, ErrClosed)
+		}
+		if c.server != nil {
+			return nil, fmt.Errorf("nq: conn %d: %w", c.id, ErrConnLost)
+		}
+		select {
+		case <-up:
+		case <-c.done:
+		case <-ctx.Done():
+			return nil, c.ctxErr(ctx)
+		}
+	}
+}
+
+// ctxErr reports a ctx that ended while waiting for the connection (a deadline is ErrTimeout).
+func (c *Conn) ctxErr(ctx context.Context) error {
+	err := ctx.Err()
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = ErrTimeout
+	}
+	return fmt.Errorf("nq: conn %d: waiting for the connection: %w", c.id, err)
+}
+
+// Flush sends everything buffered on every stream of the connection now.
+func (c *Conn) Flush() {
+	c.mu.Lock()
+	g := c.gen
+	c.mu.Unlock()
+	if g == nil {
+		return
+	}
+	for _, s := range g.snapshot() {
+		s.flush()
+	}
+}
+
+// RPC returns the handle of the RPC protocol name on this connection: calls made through it use
+// the connection's own stream of that protocol, opened on first use and again after each
+// reconnect. The handle stays valid for the life of the Conn.
+func (c *Conn) RPC(name string) *RPC {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rpcs == nil {
+		c.rpcs = make(map[string]*RPC)
+	}
+	h := c.rpcs[name]
+	if h == nil {
+		h = &RPC{conn: c, name: name}
+		c.rpcs[name] = h
+	}
+	return h
+}
+
+// OpenRPC opens a new RPC stream of protocol name on the current generation (waiting for one on
+// a client that is reconnecting). The local open hook runs before it returns and may reject the
+// stream (ErrRejected). The name must be registered in the local Mux (ErrUnknownProtocol).
+func (c *Conn) OpenRPC(ctx context.Context, name string) (*RPCStream, error) {
+	if err := validName(name); err != nil {
+		return nil, err
+	}
+	h := c.cfg.mux.lookupRPC(name)
+	if h == nil {
+		return nil, fmt.Errorf("nq: open %q: %w", name, ErrUnknownProtocol)
+	}
+	g, err := c.current(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("nq: open %q: %w", name, err)
+	}
+	qs, err := g.qc.OpenStreamSync(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("nq: open %q: %w", name, ctx.Err())
+		}
+		return nil, fmt.Errorf("nq: open %q: %w", name, g.classify(err))
+	}
+	st := newStream(g, qs, name, true)
+	rs := newRPCStream(st, h)
+	st.wbuf, err = wire.AppendPreamble(st.wbuf, name)
+	if err != nil {
+		qs.CancelWrite(quicgo.StreamErrorCode(wire.StreamCancelled))
+		qs.CancelRead(quicgo.StreamErrorCode(wire.StreamCancelled))
+		return nil, fmt.Errorf("nq: open %q: %w", name, err)
+	}
+	if !g.addStream(st) {
+		qs.CancelWrite(quicgo.StreamErrorCode(wire.StreamCancelled))
+		qs.CancelRead(quicgo.StreamErrorCode(wire.StreamCancelled))
+		return nil, fmt.Errorf("nq: open %q: %w", name, g.downErr())
+	}
+	if h.OnOpen != nil {
+		if err := h.OnOpen(rs); err != nil {
+			st.abort(wire.StreamRejected, ErrRejected)
+			return nil, fmt.Errorf("nq: open %q: local open hook: %w: %w", name, ErrRejected, err)
+		}
+	}
+	st.opened.Store(true)
+	st.flush()
+	go st.readLoop(nil)
+	return rs, nil
+}
+
+// Close ends the Conn. On a client it stops reconnecting, closes the current connection (the
+// close hook runs, then the finalize hook) and returns at once; wait on Done to know it ended.
+// On a server it closes the connection; the close hook follows.
+func (c *Conn) Close() error {
+	if c.client != nil {
+		c.closeReq.Store(true)
+		c.abortDial()
+		c.signal()
+		return nil
+	}
+	c.mu.Lock()
+	g := c.gen
+	c.mu.Unlock()
+	if g != nil {
+		g.closeGraceful(wire.ConnClosedByApp, "closed by application")
+	}
+	return nil
+}
+
+// Reset closes the current connection of a client Conn and reconnects (after the wait the close
+// hook returns). While the client waits to reconnect, Reset reconnects at once. On a server
+// Conn it does nothing.
+func (c *Conn) Reset() {
+	if c.client == nil {
+		return
+	}
+	c.resetReq.Store(true)
+	c.signal()
+}
+
+func (c *Conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Conn) abortDial() {
+	c.dialMu.Lock()
+	if c.dialAbort != nil {
+		c.dialAbort()
+	}
+	c.dialMu.Unlock()
+}
+
+// Stats is a snapshot of a connection's counters.
+type Stats struct {
+	// Generation is the number of handshakes so far (see Conn.Generation).
+	Generation uint64
+	// Open reports whether a generation is up; the QUIC figures below are zero when it is not.
+	Open bool
+	// MinRTT, LatestRTT and SmoothedRTT are the RTT estimates; RTTVar is the mean deviation.
+	MinRTT, LatestRTT, SmoothedRTT, RTTVar time.Duration
+	// Packets and bytes of the current generation (bytes are QUIC payload bytes).
+	PacketsSent, PacketsReceived, PacketsLost uint64
+	BytesSent, BytesReceived, BytesLost       uint64
+	// FramesSent and FramesReceived count RPC frames over the life of the Conn.
+	FramesSent, FramesReceived uint64
+}
+
+// Stats returns the connection's counters.
+func (c *Conn) Stats() Stats {
+	c.mu.Lock()
+	g, n := c.gen, c.genN
+	c.mu.Unlock()
+	st := Stats{Generation: n, FramesSent: c.framesSent.Load(), FramesReceived: c.framesRecv.Load()}
+	if g != nil {
+		qs := g.qc.ConnectionStats()
+		st.Open = true
+		st.MinRTT, st.LatestRTT, st.SmoothedRTT, st.RTTVar = qs.MinRTT, qs.LatestRTT, qs.SmoothedRTT, qs.MeanDeviation
+		st.PacketsSent, st.PacketsReceived, st.PacketsLost = qs.PacketsSent, qs.PacketsReceived, qs.PacketsLost
+		st.BytesSent, st.BytesReceived, st.BytesLost = qs.BytesSent, qs.BytesReceived, qs.BytesLost
+	}
+	return st
+}
+
+// begin makes g the current generation.
+func (c *Conn) begin(g *generation) {
+	c.mu.Lock()
+	c.genN++
+	g.n = c.genN
+	c.gen = g
+	c.remote = g.qc.RemoteAddr().String()
+	close(c.up)
+	c.mu.Unlock()
+	g.log = c.log.With("remote", c.remote, "gen", g.n)
+	g.log.Debug("nq: connection open")
+}
+
+// end clears the current generation after it went down.
+func (c *Conn) end() {
+	c.mu.Lock()
+	c.gen = nil
+	c.up = make(chan struct{})
+	c.mu.Unlock()
+}
+
+// markEnded records that the Conn is over and releases its waiters.
+func (c *Conn) markEnded() {
+	c.mu.Lock()
+	c.ended = true
+	c.mu.Unlock()
+	c.cancel()
+	close(c.done)
+}
+
+// generation is one QUIC connection of a Conn.
+type generation struct {
+	conn *Conn
+	n    uint64
+	qc   *quicgo.Conn
+	ctx  context.Context
+	log  *slog.Logger
+
+	mu        sync.Mutex
+	streams   map[*stream]struct{}
+	down      bool
+	downCause error
+}
+
+func newGeneration(c *Conn, qc *quicgo.Conn) *generation {
+	return &generation{conn: c, qc: qc, ctx: qc.Context(), log: c.log, streams: make(map[*stream]struct{})}
+}
+
+func (g *generation) addStream(s *stream) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.down {
+		return false
+	}
+	g.streams[s] = struct{}{}
+	return true
+}
+
+func (g *generation) removeStream(s *stream) {
+	g.mu.Lock()
+	delete(g.streams, s)
+	g.mu.Unlock()
+}
+
+func (g *generation) snapshot() []*stream {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]*stream, 0, len(g.streams))
+	for s := range g.streams {
+		out = append(out, s)
+	}
+	return out
+}
+
+func (g *generation) downErr() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.downCause != nil {
+		return g.downCause
+	}
+	return ErrConnLost
+}
+
+// closeLocal closes the QUIC connection with an application code; the generation's owner sees
+// the connection end and tears it down.
+func (g *generation) closeLocal(code wire.ConnCode, reason string) {
+	_ = g.qc.CloseWithError(quicgo.ApplicationErrorCode(code), reason)
+}
+
+// closeGraceful flushes every stream, then closes the connection after a short linger, so that
+// frames written just before (a reply, a last notify) leave ahead of the CONNECTION_CLOSE,
+// which would otherwise discard them. The linger is the smoothed RTT, between 5 and 100 ms.
+func (g *generation) closeGraceful(code wire.ConnCode, reason string) {
+	for _, s := range g.snapshot() {
+		s.flush()
+	}
+	linger := min(max(g.qc.ConnectionStats().SmoothedRTT, 5*time.Millisecond), 100*time.Millisecond)
+	time.AfterFunc(linger, func() { g.closeLocal(code, reason) })
+}
+
+// closeError turns the reason the QUIC connection ended into the CloseError the hooks see.
+func (g *generation) closeError(cause error) *CloseError {
+	ce := &CloseError{Err: cause}
+	var ae *quicgo.ApplicationError
+	if errors.As(cause, &ae) {
+		ce.Remote = ae.Remote
+		ce.Code = uint64(ae.ErrorCode)
+		ce.Reason = ae.ErrorMessage
+		switch {
+		case ae.Remote && wire.ConnCode(ae.ErrorCode) == wire.ConnServerShutdown:
+			ce.kind = ErrServerShutdown
+		case ae.Remote && wire.ConnCode(ae.ErrorCode) == wire.ConnRejected:
+			ce.kind = ErrRejected
+		case !ae.Remote && wire.ConnCode(ae.ErrorCode) == wire.ConnClosedByApp:
+			ce.kind = ErrClosed
+		}
+		return ce
+	}
+	var ie *quicgo.IdleTimeoutError
+	var te *quicgo.TransportError
+	switch {
+	case errors.As(cause, &ie):
+	case errors.As(cause, &te):
+		ce.Remote = te.Remote
+	}
+	return ce
+}
+
+// classify maps an error from a quic-go stream or connection call to nq's errors.
+func (g *generation) classify(err error) error {
+	var se *quicgo.StreamError
+	if errors.As(err, &se) {
+		switch wire.StreamCode(se.ErrorCode) {
+		case wire.StreamRejected:
+			return fmt.Errorf("nq: stream %d: %w", se.StreamID, ErrRejected)
+		case wire.StreamUnknownProtocol:
+			return fmt.Errorf("nq: stream %d: %w", se.StreamID, ErrUnknownProtocol)
+		case wire.StreamProtocolError:
+			return fmt.Errorf("nq: stream %d: %w", se.StreamID, ErrProtocol)
+		case wire.StreamFrameTooLarge:
+			return fmt.Errorf("nq: stream %d: %w", se.StreamID, ErrFrameTooLarge)
+		default:
+			return fmt.Errorf("nq: stream %d reset (code %d): %w", se.StreamID, se.ErrorCode, ErrClosed)
+		}
+	}
+	if isConnError(err) {
+		return g.closeError(err)
+	}
+	if g.ctx.Err() != nil {
+		return g.closeError(context.Cause(g.ctx))
+	}
+	if errors.Is(err, io.EOF) {
+		return ErrClosed
+	}
+	return errors.Join(ErrConnLost, err)
+}
+
+// isConnError reports whether err is quic-go's report that the whole connection ended.
+func isConnError(err error) bool {
+	var (
+		ae *quicgo.ApplicationError
+		te *quicgo.TransportError
+		ie *quicgo.IdleTimeoutError
+		he *quicgo.HandshakeTimeoutError
+		sr *quicgo.StatelessResetError
+		vn *quicgo.VersionNegotiationError
+	)
+	return errors.As(err, &ae) || errors.As(err, &te) || errors.As(err, &ie) ||
+		errors.As(err, &he) || errors.As(err, &sr) || errors.As(err, &vn)
+}
+
+// teardown runs once after the QUIC connection ended: every stream closes (its hook, then its
+// pending calls), and the close error is returned for the connection's close hook.
+func (g *generation) teardown() *CloseError {
+	<-g.qc.Context().Done()
+	ce := g.closeError(context.Cause(g.qc.Context()))
+	g.mu.Lock()
+	g.down = true
+	g.downCause = ce
+	streams := make([]*stream, 0, len(g.streams))
+	for s := range g.streams {
+		streams = append(streams, s)
+	}
+	g.mu.Unlock()
+	for _, s := range streams {
+		s.close(ce)
+		<-s.done
+	}
+	g.log.Debug("nq: connection closed", "err", ce)
+	return ce
+}
+
+// acceptLoop serves the streams the peer opens until the connection ends.
+func (g *generation) acceptLoop() {
+	for {
+		qs, err := g.qc.AcceptStream(g.ctx)
+		if err != nil {
+			return
+		}
+		go g.serveIncoming(qs)
+	}
+}
+
+// serveIncoming reads the preamble of a peer-opened stream, finds its handler and runs it.
+func (g *generation) serveIncoming(qs *quicgo.Stream) {
+	_ = qs.SetReadDeadline(time.Now().Add(preambleTimeout))
+	buf := make([]byte, 0, 512)
+	var name string
+	for {
+		var n int
+		var err error
+		name, n, err = wire.ParsePreamble(buf)
+		if err == nil {
+			buf = buf[n:]
+			break
+		}
+		if !errors.Is(err, wire.ErrShort) {
+			g.log.Debug("nq: bad stream preamble", "stream", qs.StreamID(), "err", err)
+			qs.CancelRead(quicgo.StreamErrorCode(wire.StreamProtocolError))
+			qs.CancelWrite(quicgo.StreamErrorCode(wire.StreamProtocolError))
+			return
+		}
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		m, rerr := qs.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if rerr != nil && m == 0 {
+			qs.CancelRead(quicgo.StreamErrorCode(wire.StreamCancelled))
+			qs.CancelWrite(quicgo.StreamErrorCode(wire.StreamCancelled))
+			return
+		}
+	}
+	_ = qs.SetReadDeadline(time.Time{})
+	h := g.conn.cfg.mux.lookupRPC(name)
+	if h == nil {
+		g.log.Debug("nq: unknown protocol", "stream", qs.StreamID(), "protocol", name)
+		qs.CancelRead(quicgo.StreamErrorCode(wire.StreamUnknownProtocol))
+		qs.CancelWrite(quicgo.StreamErrorCode(wire.StreamUnknownProtocol))
+		return
+	}
+	st := newStream(g, qs, name, false)
+	rs := newRPCStream(st, h)
+	if !g.addStream(st) {
+		qs.CancelRead(quicgo.StreamErrorCode(wire.StreamCancelled))
+		qs.CancelWrite(quicgo.StreamErrorCode(wire.StreamCancelled))
+		return
+	}
+	if h.OnOpen != nil {
+		if err := h.OnOpen(rs); err != nil {
+			g.log.Debug("nq: stream rejected by open hook", "stream", qs.StreamID(), "protocol", name, "err", err)
+			st.abort(wire.StreamRejected, ErrRejected)
+			return
+		}
+	}
+	st.opened.Store(true)
+	st.readLoop(buf)
+}

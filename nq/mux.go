@@ -1,0 +1,78 @@
+package nq
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/naquid/naquid/internal/wire"
+)
+
+// DefaultCallTimeout is the per-call timeout used when neither the ctx nor the handler sets one.
+const DefaultCallTimeout = 30 * time.Second
+
+// RPCHandler handles one RPC protocol on a connection. Every field is optional.
+//
+// Hooks and handlers run on the stream's reader goroutine, one at a time per stream, so they must
+// not block for long: a handler that needs time answers later (Request.Reply and Request.Fail
+// may be called from any goroutine, at any time).
+type RPCHandler struct {
+	// OnRequest handles a request. It answers with req.Reply or req.Fail, now or later. A nil
+	// OnRequest answers every request with a *RemoteError of code CodeNoHandler.
+	OnRequest func(req *Request)
+	// OnNotify handles a one-way message. The payload is valid only during the call.
+	OnNotify func(s *RPCStream, method uint32, payload []byte)
+	// OnOpen runs when a stream of this protocol opens, on either end (locally opened streams
+	// included). Returning an error rejects the stream: the opener's calls fail with ErrRejected.
+	OnOpen func(s *RPCStream) error
+	// OnClose runs once when the stream closes, before its pending calls fail; err says why.
+	OnClose func(s *RPCStream, err error)
+	// Timeout is the per-call timeout of calls made on streams of this protocol whose ctx has no
+	// deadline (a ctx deadline replaces it). Zero means DefaultCallTimeout.
+	Timeout time.Duration
+}
+
+// Mux maps protocol names to handlers. Both ends of a connection have one: a stream opened by
+// the peer is served by the handler its name selects in the local Mux. The zero value is an empty
+// Mux ready to use; it is safe for concurrent use, and handlers may be added while serving.
+type Mux struct {
+	mu  sync.RWMutex
+	rpc map[string]*RPCHandler
+}
+
+// NewMux returns an empty Mux.
+func NewMux() *Mux { return &Mux{} }
+
+// HandleRPC registers (or replaces) the RPC protocol name. Names are 1 to 255 bytes.
+func (m *Mux) HandleRPC(name string, h RPCHandler) error {
+	if err := validName(name); err != nil {
+		return err
+	}
+	if h.Timeout < 0 {
+		return fmt.Errorf("nq: HandleRPC %q: RPCHandler.Timeout %v is negative", name, h.Timeout)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.rpc == nil {
+		m.rpc = make(map[string]*RPCHandler)
+	}
+	hc := h
+	m.rpc[name] = &hc
+	return nil
+}
+
+func (m *Mux) lookupRPC(name string) *RPCHandler {
+	if m == nil {
+		return nil
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.rpc[name]
+}
+
+func validName(name string) error {
+	if len(name) == 0 || len(name) > wire.MaxNameLen {
+		return fmt.Errorf("nq: protocol name %q: length %d not in 1..%d", name, len(name), wire.MaxNameLen)
+	}
+	return nil
+}

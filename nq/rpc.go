@@ -1,0 +1,453 @@
+package nq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/naquid/naquid/internal/wire"
+)
+
+// RPCStream is one RPC stream of one connection generation. Both ends call, notify and reply on
+// it; calls are multiplexed by message id, so any number may be in flight. It ends with its
+// connection generation (a reconnect gives new streams; use Conn.RPC for a handle that follows
+// reconnects). Its methods are safe for concurrent use.
+type RPCStream struct {
+	s       *stream
+	h       *RPCHandler
+	timeout time.Duration
+
+	mu         sync.Mutex
+	calls      callTable
+	nextID     uint64
+	// unanswered counts requests received and not yet answered, for the server's drain
+	// accounting. When the stream closes it is settled: set far below zero, so requests
+	// answered later see a negative count and are not counted twice.
+	unanswered atomic.Int64
+	value      any
+}
+
+// Request is a request received on an RPC stream. Answer it exactly once, with Reply or Fail,
+// from the handler or later from any goroutine.
+type Request struct {
+	// Method is the method number the caller chose.
+	Method uint32
+	// Payload is the request payload. It is valid only until the handler returns: copy it to
+	// keep it.
+	Payload []byte
+
+	stream   *RPCStream
+	msgid    uint64
+	answered atomic.Bool
+}
+
+func newRPCStream(st *stream, h *RPCHandler) *RPCStream {
+	r := &RPCStream{
+		s:       st,
+		h:       h,
+		timeout: h.Timeout,
+		calls:   callTable{byID: make(map[uint64]*call)},
+	}
+	if r.timeout == 0 {
+		r.timeout = DefaultCallTimeout
+	}
+	st.proto = r
+	return r
+}
+
+// Conn returns the connection the stream belongs to.
+func (r *RPCStream) Conn() *Conn { return r.s.gen.conn }
+
+// Name returns the stream's protocol name.
+func (r *RPCStream) Name() string { return r.s.name }
+
+// ID returns the QUIC stream id (it changes across reconnects).
+func (r *RPCStream) ID() int64 { return int64(r.s.qs.StreamID()) }
+
+// Outgoing reports whether this end opened the stream.
+func (r *RPCStream) Outgoing() bool { return r.s.outgoing }
+
+// Generation returns the connection generation the stream belongs to.
+func (r *RPCStream) Generation() uint64 { return r.s.gen.n }
+
+// Context returns a context that ends when the stream closes.
+func (r *RPCStream) Context() context.Context { return r.s.ctx }
+
+// Done returns a channel closed once the stream has closed and its close hook has run.
+func (r *RPCStream) Done() <-chan struct{} { return r.s.done }
+
+// Err returns why the stream closed, or nil while it is open.
+func (r *RPCStream) Err() error {
+	select {
+	case <-r.s.done:
+		return r.s.closeErr
+	default:
+		return nil
+	}
+}
+
+// SetValue stores an application value on the stream (for example in the open hook).
+func (r *RPCStream) SetValue(v any) {
+	r.mu.Lock()
+	r.value = v
+	r.mu.Unlock()
+}
+
+// Value returns the value stored with SetValue.
+func (r *RPCStream) Value() any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.value
+}
+
+// Close flushes what is buffered, closes the stream and fails its pending calls with ErrClosed.
+// The peer receives every frame written before Close, then sees the stream close.
+func (r *RPCStream) Close() error {
+	r.s.shutdown()
+	return nil
+}
+
+// Flush sends what is buffered on this stream now instead of at the end of the handler pass.
+func (r *RPCStream) Flush() { r.s.flush() }
+
+// Call sends a request and waits for its answer: the reply payload, a *RemoteError, ErrTimeout
+// (the ctx deadline passed or, when ctx has no deadline, the handler's Timeout), ErrConnLost,
+// ErrClosed, ErrRejected, or the ctx's error when it is cancelled.
+func (r *RPCStream) Call(ctx context.Context, method uint32, payload []byte) ([]byte, error) {
+	c := newCall(true)
+	if err := r.start(ctx, c, method, payload, false); err != nil {
+		c.release()
+		return nil, err
+	}
+	select {
+	case <-c.ch:
+	case <-ctx.Done():
+		r.mu.Lock()
+		mine := r.calls.removeCall(c.id, c)
+		r.mu.Unlock()
+		if mine {
+			r.finish(c, nil, r.ctxError(ctx, method))
+		}
+		<-c.ch
+	}
+	reply, err := c.reply, c.err
+	c.release()
+	return reply, err
+}
+
+// Go sends a request and returns at once; done runs exactly once with the answer (same results
+// as Call), on the stream's reader goroutine for replies or on a timer or closing goroutine
+// otherwise. The reply slice is valid only during done. If Go returns an error, done is never
+// called.
+func (r *RPCStream) Go(ctx context.Context, method uint32, payload []byte, done func(reply []byte, err error)) error {
+	if done == nil {
+		return errors.New("nq: Go: nil callback")
+	}
+	c := newCall(false)
+	c.cb = done
+	if err := r.start(ctx, c, method, payload, true); err != nil {
+		if c.stop == nil {
+			c.release()
+		}
+		return err
+	}
+	return nil
+}
+
+func (r *RPCStream) ctxError(ctx context.Context, method uint32) error {
+	cerr := ctx.Err()
+	if errors.Is(cerr, context.DeadlineExceeded) {
+		cerr = ErrTimeout
+	}
+	return fmt.Errorf("nq: call %s/%d: %w", r.s.name, method, cerr)
+}
+
+// Notify sends a one-way message.
+func (r *RPCStream) Notify(method uint32, payload []byte) error {
+	if err := r.checkPayload(payload); err != nil {
+		return err
+	}
+	return r.s.write(func(b []byte) ([]byte, error) { return wire.AppendNotify(b, method, payload), nil })
+}
+
+func (r *RPCStream) checkPayload(p []byte) error {
+	if len(p) > r.s.maxFrame {
+		return fmt.Errorf("nq: %s: payload of %d bytes over the %d-byte limit: %w", r.s.name, len(p), r.s.maxFrame, ErrFrameTooLarge)
+	}
+	return nil
+}
+
+// start registers c under a fresh message id with its deadline (and, for the callback form, a
+// watch on ctx's cancellation) and writes the request.
+func (r *RPCStream) start(ctx context.Context, c *call, method uint32, payload []byte, watch bool) error {
+	if err := r.checkPayload(payload); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return r.ctxError(ctx, method)
+	}
+	c.method = method
+	c.timeout = r.timeout
+	now := time.Now()
+	if dl, ok := ctx.Deadline(); ok {
+		c.timeout = dl.Sub(now) // the caller's deadline replaces the handler's default
+	}
+	c.deadline = now.Add(c.timeout)
+	r.mu.Lock()
+	if r.s.isClosed() {
+		r.mu.Unlock()
+		return fmt.Errorf("nq: call %s/%d: %w", r.s.name, method, r.closedErr())
+	}
+	c.id = r.allocID()
+	r.calls.add(c, r.expire)
+	if watch && ctx.Done() != nil {
+		switch {
+		case r.calls.watchCtx == ctx:
+			c.ctx = ctx
+		case r.calls.watchCtx == nil:
+			c.ctx = ctx
+			r.calls.watchCtx = ctx
+			r.calls.watchStop = context.AfterFunc(ctx, func() { r.ctxDone(ctx) })
+		default:
+			id := c.id
+			c.stop = context.AfterFunc(ctx, func() {
+				r.mu.Lock()
+				mine := r.calls.removeCall(id, c)
+				r.mu.Unlock()
+				if mine {
+					r.finish(c, nil, r.ctxError(ctx, method))
+				}
+			})
+		}
+	}
+	id := c.id
+	r.mu.Unlock()
+	err := r.s.write(func(b []byte) ([]byte, error) { return wire.AppendRequest(b, method, id, payload) })
+	if err != nil {
+		r.mu.Lock()
+		mine := r.calls.removeCall(id, c)
+		r.mu.Unlock()
+		if mine {
+			if c.stop != nil {
+				c.stop()
+			}
+			return fmt.Errorf("nq: call %s/%d: %w", r.s.name, method, err)
+		}
+		// The stream closed and completed the call already; the result went through the call.
+	}
+	return nil
+}
+
+// expire fails the calls whose deadline passed.
+func (r *RPCStream) expire() {
+	r.mu.Lock()
+	expired := r.calls.expired(time.Now())
+	r.mu.Unlock()
+	for _, c := range expired {
+		r.finish(c, nil, fmt.Errorf("nq: call %s/%d after %v: %w", r.s.name, c.method, c.timeout, ErrTimeout))
+	}
+}
+
+// ctxDone fails the calls made with ctx, which was cancelled or reached its deadline.
+func (r *RPCStream) ctxDone(ctx context.Context) {
+	r.mu.Lock()
+	calls := r.calls.takeCtx(ctx)
+	r.mu.Unlock()
+	for _, c := range calls {
+		r.finish(c, nil, r.ctxError(ctx, c.method))
+	}
+}
+
+// allocID returns an unused message id. Ids stay below 16384 (two-byte varints) while fewer
+// than 8192 calls are pending; r.mu is held.
+func (r *RPCStream) allocID() uint64 {
+	limit := uint64(16383)
+	if len(r.calls.byID) >= 8192 {
+		limit = 1<<30 - 1
+	}
+	for {
+		r.nextID++
+		if r.nextID > limit {
+			r.nextID = 1
+		}
+		if _, used := r.calls.byID[r.nextID]; !used {
+			return r.nextID
+		}
+	}
+}
+
+// complete finishes the pending call id with (reply, err) and reports whether it was pending.
+func (r *RPCStream) complete(id uint64, reply []byte, err error) bool {
+	r.mu.Lock()
+	c := r.calls.remove(id)
+	r.mu.Unlock()
+	if c == nil {
+		return false
+	}
+	r.finish(c, reply, err)
+	return true
+}
+
+// finish delivers the result of a call that was just removed from the table.
+func (r *RPCStream) finish(c *call, reply []byte, err error) {
+	if c.stop != nil {
+		c.stop()
+	}
+	if c.cb != nil {
+		c.cb(reply, err)
+		if c.stop == nil {
+			c.release()
+		}
+		return
+	}
+	if err == nil {
+		c.reply = append([]byte{}, reply...)
+	}
+	c.err = err
+	c.ch <- struct{}{}
+}
+
+func (r *RPCStream) closedErr() error {
+	if err := r.s.closeErr; err != nil {
+		return err
+	}
+	return ErrClosed
+}
+
+// consume dispatches every complete frame in b.
+func (r *RPCStream) consume(b []byte) (int, error) {
+	used := 0
+	for used < len(b) {
+		f, n, err := wire.ParseFrame(b[used:], r.s.maxFrame)
+		if errors.Is(err, wire.ErrShort) {
+			return used, nil
+		}
+		if err != nil {
+			return used, err
+		}
+		used += n
+		r.s.gen.conn.framesRecv.Add(1)
+		switch f.Kind {
+		case wire.KindRequest:
+			r.dispatchRequest(f)
+		case wire.KindNotify:
+			if r.h.OnNotify != nil {
+				r.h.OnNotify(r, f.Method, f.Payload)
+			}
+		case wire.KindReply:
+			r.complete(f.MsgID, f.Payload, nil)
+		case wire.KindError:
+			code, msg, data, perr := wire.ParseErrorPayload(f.Payload)
+			if perr != nil {
+				return used, perr
+			}
+			r.complete(f.MsgID, nil, &RemoteError{Code: code, Message: msg, Data: append([]byte(nil), data...)})
+		}
+	}
+	return used, nil
+}
+
+func (r *RPCStream) dispatchRequest(f wire.Frame) {
+	req := &Request{Method: f.Method, Payload: f.Payload, stream: r, msgid: f.MsgID}
+	if r.h.OnRequest == nil {
+		req.answered.Store(true)
+		r.writeError(f.MsgID, &RemoteError{Code: CodeNoHandler, Message: "no request handler for " + r.s.name})
+		return
+	}
+	if srv := r.s.gen.conn.server; srv != nil {
+		srv.inflight.Add(1)
+		if srv.draining.Load() {
+			srv.requestDone()
+			req.answered.Store(true)
+			r.writeError(f.MsgID, &RemoteError{Code: CodeShuttingDown, Message: "server shutting down"})
+			return
+		}
+		if r.unanswered.Add(1) <= 0 {
+			srv.requestDone() // the stream already closed and settled its accounting
+		}
+	}
+	r.h.OnRequest(req)
+}
+
+func (r *RPCStream) writeError(msgid uint64, e *RemoteError) error {
+	return r.s.write(func(b []byte) ([]byte, error) { return wire.AppendError(b, msgid, e.Code, e.Message, e.Data) })
+}
+
+// settledCount marks a stream's request accounting as settled (see RPCStream.unanswered).
+const settledCount = -1 << 40
+
+// closed runs the close hook, then fails every pending call.
+func (r *RPCStream) closed(err error) {
+	if r.h.OnClose != nil && r.s.opened.Load() {
+		r.h.OnClose(r, err)
+	}
+	r.mu.Lock()
+	pending := r.calls.drain()
+	r.mu.Unlock()
+	unanswered := r.unanswered.Swap(settledCount)
+	for _, c := range pending {
+		r.finish(c, nil, fmt.Errorf("nq: call on %s: %w", r.s.name, err))
+	}
+	if srv := r.s.gen.conn.server; srv != nil {
+		for range unanswered {
+			srv.requestDone()
+		}
+	}
+}
+
+// Stream returns the stream the request arrived on.
+func (req *Request) Stream() *RPCStream { return req.stream }
+
+// Conn returns the connection the request arrived on.
+func (req *Request) Conn() *Conn { return req.stream.s.gen.conn }
+
+// Context returns a context that ends when the request's stream closes.
+func (req *Request) Context() context.Context { return req.stream.s.ctx }
+
+// Reply answers the request with payload. It returns ErrAnswered if the request was already
+// answered, or the stream's close error if the stream has closed.
+func (req *Request) Reply(payload []byte) error {
+	if err := req.stream.checkPayload(payload); err != nil {
+		return err
+	}
+	if !req.answer() {
+		return ErrAnswered
+	}
+	id := req.msgid
+	return req.stream.s.write(func(b []byte) ([]byte, error) { return wire.AppendReply(b, id, payload) })
+}
+
+// Fail answers the request with an error. A *RemoteError (found with errors.As) travels as is;
+// any other error travels as a RemoteError with code CodeUnhandled and the error's text.
+func (req *Request) Fail(err error) error {
+	var re *RemoteError
+	if !errors.As(err, &re) {
+		msg := "unknown error"
+		if err != nil {
+			msg = err.Error()
+		}
+		re = &RemoteError{Code: CodeUnhandled, Message: msg}
+	}
+	if re.Code < wire.MinErrorCode || re.Code > wire.MaxErrorCode {
+		return fmt.Errorf("nq: Fail: code %d outside [%d, %d]", re.Code, int64(wire.MinErrorCode), int64(wire.MaxErrorCode))
+	}
+	if !req.answer() {
+		return ErrAnswered
+	}
+	return req.stream.writeError(req.msgid, re)
+}
+
+// answer marks the request answered exactly once and settles the server's drain accounting.
+func (req *Request) answer() bool {
+	if !req.answered.CompareAndSwap(false, true) {
+		return false
+	}
+	r := req.stream
+	if srv := r.s.gen.conn.server; srv != nil && r.unanswered.Add(-1) >= 0 {
+		srv.requestDone()
+	}
+	return true
+}

@@ -1,0 +1,74 @@
+package nq
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+)
+
+// RPC is a connection's handle on one RPC protocol, from Conn.RPC. It follows reconnects: each
+// call goes over the connection's own stream of that protocol in the current generation, opened
+// on first use. Calls in flight when a generation ends fail with ErrConnLost; later calls wait
+// (within their ctx) for the next generation. Safe for concurrent use.
+type RPC struct {
+	conn *Conn
+	name string
+
+	once sync.Once
+	lock chan struct{} // a one-slot semaphore, so waiting for it honours ctx
+	cur  atomic.Pointer[RPCStream]
+}
+
+// Name returns the protocol name.
+func (h *RPC) Name() string { return h.name }
+
+// Stream returns the handle's stream in the current generation, opening it if needed.
+func (h *RPC) Stream(ctx context.Context) (*RPCStream, error) {
+	if s := h.cur.Load(); s != nil && !s.s.isClosed() {
+		return s, nil
+	}
+	h.once.Do(func() { h.lock = make(chan struct{}, 1) })
+	select {
+	case h.lock <- struct{}{}:
+	case <-ctx.Done():
+		return nil, h.conn.ctxErr(ctx)
+	}
+	defer func() { <-h.lock }()
+	if s := h.cur.Load(); s != nil && !s.s.isClosed() {
+		return s, nil
+	}
+	s, err := h.conn.OpenRPC(ctx, h.name)
+	if err != nil {
+		return nil, err
+	}
+	h.cur.Store(s)
+	return s, nil
+}
+
+// Call is RPCStream.Call on the handle's current stream.
+func (h *RPC) Call(ctx context.Context, method uint32, payload []byte) ([]byte, error) {
+	s, err := h.Stream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Call(ctx, method, payload)
+}
+
+// Go is RPCStream.Go on the handle's current stream.
+func (h *RPC) Go(ctx context.Context, method uint32, payload []byte, done func(reply []byte, err error)) error {
+	s, err := h.Stream(ctx)
+	if err != nil {
+		return err
+	}
+	return s.Go(ctx, method, payload, done)
+}
+
+// Notify is RPCStream.Notify on the handle's current stream; ctx bounds the wait for a
+// connection and the stream's opening.
+func (h *RPC) Notify(ctx context.Context, method uint32, payload []byte) error {
+	s, err := h.Stream(ctx)
+	if err != nil {
+		return err
+	}
+	return s.Notify(method, payload)
+}

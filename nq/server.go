@@ -1,0 +1,307 @@
+package nq
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	quicgo "github.com/quic-go/quic-go"
+
+	"github.com/naquid/naquid/internal/wire"
+	"github.com/naquid/naquid/quic"
+	"github.com/naquid/naquid/transport"
+	"github.com/naquid/naquid/transport/udp"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("nq: server closed")
+
+// Server accepts QUIC connections and serves the protocols of its Mux on them. Set the fields,
+// then call Listen or Serve; the fields must not change afterwards.
+type Server struct {
+	// TLS is the server's TLS configuration (certificates). Required. The ALPN protocol
+	// quic.ALPN is added to NextProtos when NextProtos is empty.
+	TLS *tls.Config
+	// Mux serves the streams clients open. nil serves nothing: every stream is refused with
+	// ErrUnknownProtocol.
+	Mux *Mux
+	// Transport opens the packet socket. nil means kernel UDP (transport/udp).
+	Transport transport.Factory
+	// QUIC is the quic-go configuration. nil means quic.ServerConfig().
+	QUIC *quicgo.Config
+	// MaxConns caps the number of open connections; a connection over the cap is closed right
+	// after its handshake with ErrRejected. 0 means no cap.
+	MaxConns int
+	// MaxFrameSize bounds RPC frame payloads in both directions. 0 means 1 MiB.
+	MaxFrameSize int
+	// OnOpen runs when a connection's handshake has completed, before its streams are served.
+	// Returning an error closes the connection; the client sees ErrRejected.
+	OnOpen func(c *Conn) error
+	// OnClose runs once when a connection ends (after its streams' close hooks), with the reason.
+	OnClose func(c *Conn, err error)
+	// Logger receives debug and error logs, each with the connection id, remote address and
+	// generation. nil discards them.
+	Logger *slog.Logger
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	tconn   transport.Conn
+	pc      net.PacketConn
+	tr      *quicgo.Transport
+	ln      *quicgo.Listener
+	conns   map[*Conn]struct{}
+	nconns  atomic.Int64
+	cfg     connConfig
+	wg      sync.WaitGroup
+	stopped chan struct{}
+
+	draining atomic.Bool
+	inflight atomic.Int64
+	drained  chan struct{}
+}
+
+// Listen binds addr ("host:port" with an IP literal host, port 0 for any) and starts accepting
+// connections in the background. It returns once the socket is bound.
+func (s *Server) Listen(ctx context.Context, addr string) error {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return fmt.Errorf("nq: server address %q: %w", addr, err)
+	}
+	if s.TLS == nil {
+		return errors.New("nq: Server.TLS is nil: a server needs a certificate")
+	}
+	if s.MaxConns < 0 {
+		return fmt.Errorf("nq: Server.MaxConns %d is negative", s.MaxConns)
+	}
+	if s.MaxFrameSize < 0 {
+		return fmt.Errorf("nq: Server.MaxFrameSize %d is negative", s.MaxFrameSize)
+	}
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		return errors.New("nq: server already started")
+	}
+	s.started = true
+	s.mu.Unlock()
+
+	s.cfg = connConfig{mux: s.Mux, maxFrame: s.MaxFrameSize, log: s.Logger}
+	fillConnConfig(&s.cfg)
+	factory := s.Transport
+	if factory == nil {
+		factory = udp.Factory(udp.Config{})
+	}
+	tc, err := factory(ctx, ap)
+	if err != nil {
+		return fmt.Errorf("nq: server listen %s: %w", ap, err)
+	}
+	pc, err := quic.PacketConn(tc)
+	if err != nil {
+		tc.Close()
+		return fmt.Errorf("nq: server listen %s: %w", ap, err)
+	}
+	tr := &quicgo.Transport{Conn: pc}
+	qconf := s.QUIC
+	if qconf == nil {
+		qconf = quic.ServerConfig()
+	}
+	ln, err := tr.Listen(withALPN(s.TLS), qconf)
+	if err != nil {
+		tr.Close()
+		pc.Close()
+		return fmt.Errorf("nq: server listen %s: %w", ap, err)
+	}
+	s.mu.Lock()
+	s.tconn, s.pc, s.tr, s.ln = tc, pc, tr, ln
+	s.conns = make(map[*Conn]struct{})
+	s.stopped = make(chan struct{})
+	s.drained = make(chan struct{}, 1)
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go s.acceptLoop(ln)
+	return nil
+}
+
+// Serve is Listen followed by waiting until the server is shut down or closed, or ctx ends
+// (which closes it). It returns ErrServerClosed after Shutdown or Close.
+func (s *Server) Serve(ctx context.Context, addr string) error {
+	if err := s.Listen(ctx, addr); err != nil {
+		return err
+	}
+	select {
+	case <-s.stopped:
+	case <-ctx.Done():
+		s.Close()
+	}
+	return ErrServerClosed
+}
+
+// Addr returns the bound address (useful after listening on port 0), or the zero value before
+// Listen.
+func (s *Server) Addr() netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tconn == nil {
+		return netip.AddrPort{}
+	}
+	return s.tconn.LocalAddr()
+}
+
+// NumConns returns the number of open connections.
+func (s *Server) NumConns() int { return int(s.nconns.Load()) }
+
+func (s *Server) acceptLoop(ln *quicgo.Listener) {
+	defer s.wg.Done()
+	for {
+		qc, err := ln.Accept(context.Background())
+		if err != nil {
+			return
+		}
+		// Never block here: quic-go's accept queue is small and refuses handshakes once full.
+		s.wg.Add(1)
+		go s.serveConn(qc)
+	}
+}
+
+func (s *Server) serveConn(qc *quicgo.Conn) {
+	defer s.wg.Done()
+	c := newConn(s.cfg, nil, s)
+	g := newGeneration(c, qc)
+	c.begin(g)
+
+	s.mu.Lock()
+	closed := s.closed
+	if !closed {
+		s.conns[c] = struct{}{}
+	}
+	s.mu.Unlock()
+	n := s.nconns.Add(1)
+	switch {
+	case closed || s.draining.Load():
+		g.closeLocal(wire.ConnServerShutdown, "server shutting down")
+	case s.MaxConns > 0 && n > int64(s.MaxConns):
+		g.closeLocal(wire.ConnRejected, "server full")
+	case s.OnOpen != nil:
+		if err := s.OnOpen(c); err != nil {
+			g.closeLocal(wire.ConnRejected, err.Error())
+		}
+	}
+	g.acceptLoop()
+	ce := g.teardown()
+	c.end()
+	if s.OnClose != nil {
+		s.OnClose(c, ce)
+	}
+	s.nconns.Add(-1)
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	c.markEnded()
+}
+
+// requestDone settles one request in the drain accounting.
+func (s *Server) requestDone() {
+	if s.inflight.Add(-1) == 0 && s.draining.Load() {
+		select {
+		case s.drained <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Shutdown drains the server: new connections and new calls are refused (calls fail with a
+// *RemoteError matching ErrServerShutdown), requests already being handled get their answers,
+// and once none is left, or when ctx ends, every connection is closed with the shutdown code
+// (clients' close hooks see ErrServerShutdown) and the socket is released. It returns nil when
+// everything drained, or an error wrapping ctx's error that says how many requests were cut off.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.started || s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+	s.draining.Store(true)
+	var drainErr error
+	for s.inflight.Load() > 0 && drainErr == nil {
+		select {
+		case <-s.drained:
+		case <-ctx.Done():
+			drainErr = fmt.Errorf("nq: shutdown: %d requests still unanswered: %w", s.inflight.Load(), ctx.Err())
+		}
+	}
+	s.closeAll(wire.ConnServerShutdown, "server shutting down")
+	return drainErr
+}
+
+// Close closes every connection at once (clients see ErrServerShutdown) and releases the socket.
+func (s *Server) Close() error {
+	s.closeAll(wire.ConnServerShutdown, "server closed")
+	return nil
+}
+
+func (s *Server) closeAll(code wire.ConnCode, reason string) {
+	s.mu.Lock()
+	if !s.started || s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	conns := slices.Collect(maps.Keys(s.conns))
+	ln, tr, pc, tc := s.ln, s.tr, s.pc, s.tconn
+	s.mu.Unlock()
+	ln.Close()
+	for _, c := range conns {
+		c.mu.Lock()
+		g := c.gen
+		c.mu.Unlock()
+		if g != nil {
+			g.closeGraceful(code, reason)
+		}
+	}
+	s.wg.Wait()
+	closeSocket(s.cfg.log, tr, pc, tc)
+	close(s.stopped)
+}
+
+// closeSocket closes a quic.Transport and the sockets under it (the adapter, then the transport
+// Conn, which is already closed when the adapter owned it).
+func closeSocket(log *slog.Logger, tr *quicgo.Transport, pc net.PacketConn, tc transport.Conn) {
+	tr.Close()
+	if err := pc.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		log.Debug("nq: closing socket", "err", err)
+	}
+	if err := tc.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		log.Debug("nq: closing socket", "err", err)
+	}
+}
+
+// withALPN returns conf with quic.ALPN offered when it names no protocol.
+func withALPN(conf *tls.Config) *tls.Config {
+	if len(conf.NextProtos) > 0 {
+		return conf
+	}
+	c := conf.Clone()
+	c.NextProtos = []string{quic.ALPN}
+	return c
+}
+
+func fillConnConfig(cfg *connConfig) {
+	if cfg.maxFrame == 0 {
+		cfg.maxFrame = wire.DefaultMaxPayload
+	}
+	if cfg.log == nil {
+		cfg.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.mux == nil {
+		cfg.mux = &Mux{}
+	}
+}

@@ -1,0 +1,283 @@
+package nq
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	quicgo "github.com/quic-go/quic-go"
+
+	"github.com/naquid/naquid/internal/wire"
+)
+
+// flushThreshold is the write-buffer size past which a stream flushes at once instead of waiting
+// for the end of the handler pass.
+const flushThreshold = 32 << 10
+
+// readChunk is the initial read buffer of a stream; it grows up to the frame limit as needed.
+const readChunk = 16 << 10
+
+// protoHandler is what a stream kind (RPC, records) plugs into the common stream machinery.
+type protoHandler interface {
+	// consume parses and dispatches every complete frame at the start of b and returns how many
+	// bytes it used. It returns wire.ErrShort-free errors only for protocol violations.
+	consume(b []byte) (int, error)
+	// closed runs once when the stream ends: the close hook, then failing what is pending.
+	closed(err error)
+}
+
+// stream is the machinery shared by every stream kind: the QUIC stream, the batched write
+// buffer and the reader loop.
+//
+// Writes append to wbuf. While the stream's reader is inside a handler pass (dispatching the
+// frames of one received chunk), appends are left for the end of the pass, so the replies to a
+// burst of requests leave together; outside a pass the writer flushes at once. A flush hands
+// the bytes to quic-go with TryWriteAll, which never blocks; when flow control is exhausted a
+// goroutine finishes the write with a blocking Write, and later flushes queue behind it.
+type stream struct {
+	gen      *generation
+	qs       *quicgo.Stream
+	name     string
+	outgoing bool
+	maxFrame int
+	proto    protoHandler
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	wmu     sync.Mutex
+	wbuf    []byte
+	spare   []byte
+	inPass  bool
+	werr    error // sticky write error
+	flushMu sync.Mutex
+	blocked bool // a blocking write is in progress; flushes wait for it
+
+	opened   atomic.Bool // the open hook accepted the stream
+	closing  atomic.Bool
+	done     chan struct{}
+	closeErr error
+}
+
+func newStream(g *generation, qs *quicgo.Stream, name string, outgoing bool) *stream {
+	ctx, cancel := context.WithCancel(g.ctx)
+	return &stream{
+		gen:      g,
+		qs:       qs,
+		name:     name,
+		outgoing: outgoing,
+		maxFrame: g.conn.cfg.maxFrame,
+		ctx:      ctx,
+		cancel:   cancel,
+		done:     make(chan struct{}),
+	}
+}
+
+// write appends one encoded frame via appendFn under the write lock and flushes according to the
+// batching rules. appendFn must only append to the slice it is given, and return it unchanged
+// with an error when it cannot encode.
+func (s *stream) write(appendFn func([]byte) ([]byte, error)) error {
+	s.wmu.Lock()
+	if s.werr != nil {
+		err := s.werr
+		s.wmu.Unlock()
+		return err
+	}
+	var err error
+	if s.wbuf, err = appendFn(s.wbuf); err != nil {
+		s.wmu.Unlock()
+		return err
+	}
+	s.gen.conn.framesSent.Add(1)
+	deferToPass := s.inPass && len(s.wbuf) < flushThreshold
+	s.wmu.Unlock()
+	if deferToPass {
+		return nil
+	}
+	s.flush()
+	return nil
+}
+
+// flush hands everything buffered to quic-go without blocking the caller.
+func (s *stream) flush() {
+	s.flushMu.Lock()
+	if s.blocked {
+		s.flushMu.Unlock()
+		return
+	}
+	s.wmu.Lock()
+	buf := s.wbuf
+	if len(buf) == 0 || s.werr != nil {
+		s.wmu.Unlock()
+		s.flushMu.Unlock()
+		return
+	}
+	s.wbuf = s.spare[:0]
+	s.spare = nil
+	s.wmu.Unlock()
+
+	err := s.qs.TryWriteAll(buf)
+	if errors.Is(err, quicgo.ErrWouldBlock) {
+		s.blocked = true
+		s.flushMu.Unlock()
+		go s.blockingWrite(buf)
+		return
+	}
+	s.recycle(buf)
+	s.flushMu.Unlock()
+	if err != nil {
+		s.failWrites(err)
+	}
+}
+
+// blockingWrite finishes a flush that flow control held back, then resumes normal flushing.
+func (s *stream) blockingWrite(buf []byte) {
+	_, err := s.qs.Write(buf)
+	s.recycle(buf)
+	s.flushMu.Lock()
+	s.blocked = false
+	s.flushMu.Unlock()
+	if err != nil {
+		s.failWrites(err)
+		return
+	}
+	s.flush()
+}
+
+func (s *stream) recycle(buf []byte) {
+	if cap(buf) > 4*flushThreshold {
+		return // do not keep a huge buffer around after a burst
+	}
+	s.wmu.Lock()
+	if s.spare == nil {
+		s.spare = buf[:0]
+	}
+	s.wmu.Unlock()
+}
+
+func (s *stream) failWrites(err error) {
+	s.wmu.Lock()
+	if s.werr == nil {
+		s.werr = s.gen.classify(err)
+	}
+	s.wbuf = s.wbuf[:0]
+	s.wmu.Unlock()
+	s.close(s.gen.classify(err))
+}
+
+// setPass marks the start or the end of a handler pass. Ending a pass flushes.
+func (s *stream) setPass(in bool) {
+	s.wmu.Lock()
+	s.inPass = in
+	pending := len(s.wbuf) > 0
+	s.wmu.Unlock()
+	if !in && pending {
+		s.flush()
+	}
+}
+
+// readLoop reads the stream until it ends, handing complete frames to the protocol handler.
+// prefix holds bytes already read after the preamble.
+func (s *stream) readLoop(prefix []byte) {
+	buf := make([]byte, max(readChunk, len(prefix)))
+	end := copy(buf, prefix)
+	start := 0
+	for {
+		if end > start {
+			s.setPass(true)
+			n, err := s.proto.consume(buf[start:end])
+			s.setPass(false)
+			if err != nil {
+				s.protocolError(err)
+				return
+			}
+			start += n
+		}
+		if start == end {
+			start, end = 0, 0
+		} else if start > 0 && (end == len(buf) || start > len(buf)/2) {
+			end = copy(buf, buf[start:end])
+			start = 0
+		}
+		if end == len(buf) {
+			// A frame larger than the buffer: grow (consume rejects frames over the limit).
+			nb := make([]byte, 2*len(buf))
+			copy(nb, buf[:end])
+			buf = nb
+		}
+		n, err := s.qs.Read(buf[end:])
+		end += n
+		if err != nil {
+			if end > start {
+				s.setPass(true)
+				m, perr := s.proto.consume(buf[start:end])
+				s.setPass(false)
+				if perr != nil {
+					s.protocolError(perr)
+					return
+				}
+				if start+m != end && errors.Is(err, io.EOF) {
+					s.protocolError(io.ErrUnexpectedEOF)
+					return
+				}
+			}
+			if errors.Is(err, io.EOF) {
+				s.close(ErrClosed)
+			} else {
+				s.close(s.gen.classify(err))
+			}
+			return
+		}
+	}
+}
+
+// protocolError closes the stream after the peer broke the protocol.
+func (s *stream) protocolError(err error) {
+	code := wire.StreamProtocolError
+	cerr := error(ErrProtocol)
+	if errors.Is(err, wire.ErrFrameTooLarge) {
+		code = wire.StreamFrameTooLarge
+		cerr = ErrFrameTooLarge
+	}
+	s.gen.conn.log.Debug("nq: stream protocol error", "stream", s.qs.StreamID(), "protocol", s.name, "err", err)
+	s.abort(code, errors.Join(cerr, err))
+}
+
+// abort resets both directions of the stream with code and closes it locally with err.
+func (s *stream) abort(code wire.StreamCode, err error) {
+	s.qs.CancelRead(quicgo.StreamErrorCode(code))
+	s.qs.CancelWrite(quicgo.StreamErrorCode(code))
+	s.close(err)
+}
+
+// shutdown is the application's Close: flush what is buffered, send FIN, stop reading.
+func (s *stream) shutdown() {
+	s.flush()
+	s.qs.Close()
+	s.qs.CancelRead(quicgo.StreamErrorCode(wire.StreamClosed))
+	s.close(ErrClosed)
+}
+
+// close ends the stream once: it runs the protocol's close logic (hook, then pending calls).
+// A second call returns at once (it may come from inside a hook); wait on s.done to know the
+// close has finished.
+func (s *stream) close(err error) {
+	if !s.closing.CompareAndSwap(false, true) {
+		return
+	}
+	s.closeErr = err
+	s.wmu.Lock()
+	if s.werr == nil {
+		s.werr = err
+	}
+	s.wmu.Unlock()
+	s.cancel()
+	s.gen.removeStream(s)
+	s.proto.closed(err)
+	close(s.done)
+}
+
+// isClosed reports whether the stream has started closing.
+func (s *stream) isClosed() bool { return s.closing.Load() }
