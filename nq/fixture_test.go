@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	quicgo "github.com/quic-go/quic-go"
+
 	"github.com/naquid/naquid/nq"
+	"github.com/naquid/naquid/quic"
 	"github.com/naquid/naquid/tools/certs/devcert"
 	"github.com/naquid/naquid/transport"
 	"github.com/naquid/naquid/transport/memconn"
@@ -224,6 +227,7 @@ type clientOptions struct {
 	onClose    func(c *nq.Conn, err error, attempt int) time.Duration
 	onFinalize func(c *nq.Conn)
 	transport  transport.Factory
+	quic       *quicgo.Config
 }
 
 func newClient(t *testing.T, e *env, o clientOptions) *nq.Client {
@@ -247,9 +251,23 @@ func newClient(t *testing.T, e *env, o clientOptions) *nq.Client {
 		OnOpen:     o.onOpen,
 		OnClose:    o.onClose,
 		OnFinalize: o.onFinalize,
+		QUIC:       o.quic,
 	}
 	t.Cleanup(func() { cl.Close() })
 	return cl
+}
+
+// patientQUIC returns a quic-go configuration whose idle timeout survives a machine starved by
+// the race detector and parallel test packages (the default 5.5 s can expire there, and the
+// tests would see connection losses they did not cause).
+func patientQUIC(server bool) *quicgo.Config {
+	c := quic.ClientConfig()
+	if server {
+		c = quic.ServerConfig()
+	}
+	c.MaxIdleTimeout = 60 * time.Second
+	c.HandshakeIdleTimeout = 20 * time.Second
+	return c
 }
 
 func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

@@ -133,7 +133,7 @@ type roomClient struct {
 func (rc *roomClient) onOpen(c *nq.Conn) {
 	// Open the stream here, in the hook: it then belongs to this generation, and a goroutine
 	// that runs late cannot act on a later one.
-	ctx, cancel := context.WithTimeout(c.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(c.Context(), 60*time.Second)
 	s, err := c.OpenRPC(ctx, "rpc")
 	if err != nil {
 		cancel()
@@ -190,7 +190,9 @@ func (rc *roomClient) onNotify(s *nq.RPCStream, method uint32, payload []byte) {
 	conn := s.Conn()
 	payload = binary.BigEndian.AppendUint64(be64(rc.id), value)
 	payload = append(payload, flag)
-	err := s.Go(context.Background(), mBcastReply, payload, func(_ []byte, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	err := s.Go(ctx, mBcastReply, payload, func(_ []byte, err error) {
+		cancel()
 		switch {
 		case err == nil && finish:
 			conn.Close()
@@ -203,6 +205,7 @@ func (rc *roomClient) onNotify(s *nq.RPCStream, method uint32, payload []byte) {
 		}
 	})
 	if err != nil {
+		cancel()
 		rc.t.Errorf("member %d: send reply: %v", rc.id, err)
 	}
 }
@@ -221,7 +224,7 @@ func TestRoom(t *testing.T) {
 		if err := mux.HandleRPC("rpc", rs.handler()); err != nil {
 			t.Fatal(err)
 		}
-		srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: mux, Transport: e.serverFactory}
+		srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: mux, Transport: e.serverFactory, QUIC: patientQUIC(true)}
 		if err := srv.Listen(context.Background(), e.serverAddr); err != nil {
 			t.Fatal(err)
 		}
@@ -239,6 +242,7 @@ func TestRoom(t *testing.T) {
 				t.Fatal(err)
 			}
 			cl := newClient(t, e, clientOptions{
+				quic:   patientQUIC(false),
 				mux:    cmux,
 				onOpen: rc.onOpen,
 				onClose: func(*nq.Conn, error, int) time.Duration {
@@ -256,7 +260,7 @@ func TestRoom(t *testing.T) {
 			}
 		}
 		start := time.Now()
-		waitFor(t, allDone, 120*time.Second, "every member to finish")
+		waitFor(t, allDone, 240*time.Second, "every member to finish")
 		for _, rc := range members {
 			rc.mu.Lock()
 			if rc.local != rounds {

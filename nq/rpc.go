@@ -20,9 +20,9 @@ type RPCStream struct {
 	h       *RPCHandler
 	timeout time.Duration
 
-	mu         sync.Mutex
-	calls      callTable
-	nextID     uint64
+	mu     sync.Mutex
+	calls  callTable
+	nextID uint64
 	// unanswered counts requests received and not yet answered, for the server's drain
 	// accounting. When the stream closes it is settled: set far below zero, so requests
 	// answered later see a negative count and are not counted twice.
