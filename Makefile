@@ -1,0 +1,39 @@
+# naquid — two commands do all set-up on a fresh machine: `make demo` and `make test`.
+GO        ?= go
+PKGS      ?= ./...
+STATICCHECK := .bin/staticcheck
+# The race detector multiplies CPU time; on 2 cores keep the package parallelism modest.
+TESTFLAGS ?= -race -count=1 -timeout 8m
+
+.PHONY: all setup demo test lint fmt-check vet staticcheck unit xdp-test fuzz-short clean
+
+all: test
+
+setup:
+	@bash scripts/setup.sh
+
+## demo: server and clients in one process, certificates in memory; prints req/s and latency.
+demo:
+	$(GO) run ./cmd/nq-demo $(DEMOFLAGS)
+
+## test: formatting, vet, staticcheck and every test under the race detector. As root this
+## includes the tests that need network namespaces, BPF and AF_XDP.
+test: setup lint unit
+
+lint: fmt-check vet staticcheck
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+staticcheck: setup
+	$(STATICCHECK) $(PKGS)
+
+unit:
+	$(GO) test $(TESTFLAGS) $(PKGS)
+
+clean:
+	rm -rf .bin
