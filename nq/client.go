@@ -112,6 +112,13 @@ func (cl *Client) init() error {
 	}
 	cl.cfg = connConfig{mux: cl.Mux, maxFrame: cl.MaxFrameSize, log: cl.Logger}
 	fillConnConfig(&cl.cfg)
+	if cl.TLS.InsecureSkipVerify {
+		log := cl.Logger
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Warn("nq: Client.TLS.InsecureSkipVerify is set: the server's certificate is not verified; never use this in production")
+	}
 	cl.tls = withALPN(cl.TLS)
 	if cl.tls.ClientSessionCache == nil {
 		if cl.tls == cl.TLS {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"flag"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/naquid/naquid/tools/certs/devcert"
 	"github.com/naquid/naquid/transport"
 	"github.com/naquid/naquid/transport/memconn"
+	"github.com/naquid/naquid/transport/mmsg"
 )
 
 // Method numbers of the fixture server (naquid's e2e rpctypes).
@@ -58,12 +60,24 @@ func certs(t testing.TB) *devcert.Bundle {
 	return b
 }
 
-// envs returns the transports every acceptance test runs on: kernel UDP on loopback and the
-// in-memory network.
+// kernelTransport selects the kernel-socket backend the acceptance tests run on besides memconn:
+// `go test ./nq -args -nq.transport=mmsg` runs them over recvmmsg/sendmmsg.
+var kernelTransport = flag.String("nq.transport", "udp", "kernel socket backend for the acceptance tests: udp or mmsg")
+
+// envs returns the transports every acceptance test runs on: a kernel socket on loopback (udp, or
+// mmsg with -nq.transport=mmsg) and the in-memory network.
 func envs(t *testing.T) []func(t *testing.T) *env {
 	return []func(t *testing.T) *env{
 		func(t *testing.T) *env {
-			return &env{name: "udp", serverAddr: "127.0.0.1:0"}
+			switch *kernelTransport {
+			case "udp":
+				return &env{name: "udp", serverAddr: "127.0.0.1:0"}
+			case "mmsg":
+				f := mmsg.Factory(mmsg.Config{})
+				return &env{name: "mmsg", serverAddr: "127.0.0.1:0", serverFactory: f, clientFactory: f}
+			}
+			t.Fatalf("-nq.transport %q: want udp or mmsg", *kernelTransport)
+			return nil
 		},
 		func(t *testing.T) *env {
 			n, err := memconn.NewNetwork(memconn.Config{Seed: 1})
@@ -86,7 +100,7 @@ func envs(t *testing.T) []func(t *testing.T) *env {
 // forEachEnv runs f once per transport, as parallel subtests.
 func forEachEnv(t *testing.T, f func(t *testing.T, e *env)) {
 	for i, mk := range envs(t) {
-		name := []string{"udp", "memconn"}[i]
+		name := []string{*kernelTransport, "memconn"}[i]
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			f(t, mk(t))

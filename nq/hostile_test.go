@@ -68,81 +68,78 @@ func wantReset(t *testing.T, s *quicgo.Stream, code wire.StreamCode, what string
 // msgids each cost the offender one stream, closed with a protocol error code; the connection's
 // other streams and other clients keep working, and nothing panics.
 func TestHostilePeer(t *testing.T) {
-	forEachEnv(t, func(t *testing.T, e *env) {
-		if e.name != "udp" {
-			t.Skip("the raw quic-go client dials kernel UDP")
-		}
-		f := startFixture(t, e, fixtureOptions{})
-		qc := rawDial(t, f.addr)
+	// The server runs on the kernel socket backend; the raw quic-go client dials it over loopback.
+	e := envs(t)[0](t)
+	f := startFixture(t, e, fixtureOptions{})
+	qc := rawDial(t, f.addr)
 
-		// A well-behaved stream on the same connection, used before and after the attacks.
-		good := rawStream(t, qc, "rpc", nil)
-		ping := func(id uint64) {
-			t.Helper()
-			req, _ := wire.AppendRequest(nil, mPing, id, []byte("ok"))
-			if _, err := good.Write(req); err != nil {
-				t.Fatalf("good stream write: %v", err)
-			}
-			_ = good.SetReadDeadline(time.Now().Add(5 * time.Second))
-			r := wire.NewReader(good, 0, 0)
-			fr, err := r.NextFrame()
-			if err != nil || fr.Kind != wire.KindReply || fr.MsgID != id || string(fr.Payload) != "ok" {
-				t.Fatalf("good stream: frame %+v, err %v", fr, err)
-			}
+	// A well-behaved stream on the same connection, used before and after the attacks.
+	good := rawStream(t, qc, "rpc", nil)
+	ping := func(id uint64) {
+		t.Helper()
+		req, _ := wire.AppendRequest(nil, mPing, id, []byte("ok"))
+		if _, err := good.Write(req); err != nil {
+			t.Fatalf("good stream write: %v", err)
 		}
-		ping(1)
+		_ = good.SetReadDeadline(time.Now().Add(5 * time.Second))
+		r := wire.NewReader(good, 0, 0)
+		fr, err := r.NextFrame()
+		if err != nil || fr.Kind != wire.KindReply || fr.MsgID != id || string(fr.Payload) != "ok" {
+			t.Fatalf("good stream: frame %+v, err %v", fr, err)
+		}
+	}
+	ping(1)
 
-		reply, _ := wire.AppendReply(nil, 99, []byte("nobody asked"))
-		// A request header (kind 0, method 1, msgid 1) declaring a 2 MiB payload (4-byte varint).
-		tooBig := []byte{0x01, 0x01, 0x80, 0x20, 0x00, 0x00}
-		cases := []struct {
-			name  string
-			proto string
-			data  []byte
-			code  wire.StreamCode
-		}{
-			{"unknown protocol", "no-such-protocol", nil, wire.StreamUnknownProtocol},
-			{"malformed frame", "rpc", []byte{0x00, 0x00, 0x00}, wire.StreamProtocolError}, // request with msgid 0
-			{"oversized frame", "rpc", tooBig, wire.StreamFrameTooLarge},
-			{"bad preamble", "", []byte{0x00}, wire.StreamProtocolError}, // zero-length name
-		}
-		for _, tc := range cases {
-			s := rawStream(t, qc, tc.proto, tc.data)
-			wantReset(t, s, tc.code, tc.name)
-		}
-		// A reply to a msgid nobody used is ignored: the stream stays usable.
-		s := rawStream(t, qc, "rpc", reply)
-		req, _ := wire.AppendRequest(nil, mPing, 7, []byte("still here"))
-		if _, err := s.Write(req); err != nil {
-			t.Fatal(err)
-		}
-		_ = s.SetReadDeadline(time.Now().Add(5 * time.Second))
-		fr, err := wire.NewReader(s, 0, 0).NextFrame()
-		if err != nil || fr.MsgID != 7 || string(fr.Payload) != "still here" {
-			t.Fatalf("after a stray reply: frame %+v, err %v", fr, err)
-		}
-		// A flood of streams: the server's stream limit holds them back, nothing breaks.
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		for i := 0; i < 200; i++ {
-			fs, err := qc.OpenStreamSync(ctx)
-			if err != nil {
-				t.Fatalf("flood stream %d: %v", i, err)
-			}
-			fs.Write([]byte{0x00}) // a bad preamble: each is reset and its slot freed
-		}
-		ping(2)
-
-		// Another client is unaffected.
-		cl := newClient(t, e, clientOptions{})
-		conn, err := cl.Dial(ctx, f.addr)
+	reply, _ := wire.AppendReply(nil, 99, []byte("nobody asked"))
+	// A request header (kind 0, method 1, msgid 1) declaring a 2 MiB payload (4-byte varint).
+	tooBig := []byte{0x01, 0x01, 0x80, 0x20, 0x00, 0x00}
+	cases := []struct {
+		name  string
+		proto string
+		data  []byte
+		code  wire.StreamCode
+	}{
+		{"unknown protocol", "no-such-protocol", nil, wire.StreamUnknownProtocol},
+		{"malformed frame", "rpc", []byte{0x00, 0x00, 0x00}, wire.StreamProtocolError}, // request with msgid 0
+		{"oversized frame", "rpc", tooBig, wire.StreamFrameTooLarge},
+		{"bad preamble", "", []byte{0x00}, wire.StreamProtocolError}, // zero-length name
+	}
+	for _, tc := range cases {
+		s := rawStream(t, qc, tc.proto, tc.data)
+		wantReset(t, s, tc.code, tc.name)
+	}
+	// A reply to a msgid nobody used is ignored: the stream stays usable.
+	s := rawStream(t, qc, "rpc", reply)
+	req, _ := wire.AppendRequest(nil, mPing, 7, []byte("still here"))
+	if _, err := s.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	fr, err := wire.NewReader(s, 0, 0).NextFrame()
+	if err != nil || fr.MsgID != 7 || string(fr.Payload) != "still here" {
+		t.Fatalf("after a stray reply: frame %+v, err %v", fr, err)
+	}
+	// A flood of streams: the server's stream limit holds them back, nothing breaks.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := 0; i < 200; i++ {
+		fs, err := qc.OpenStreamSync(ctx)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("flood stream %d: %v", i, err)
 		}
-		if _, err := conn.RPC("rpc").Call(ctx, mPing, []byte("x")); err != nil {
-			t.Fatalf("other client: %v", err)
-		}
-	})
+		fs.Write([]byte{0x00}) // a bad preamble: each is reset and its slot freed
+	}
+	ping(2)
+
+	// Another client is unaffected.
+	cl := newClient(t, e, clientOptions{})
+	conn, err := cl.Dial(ctx, f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.RPC("rpc").Call(ctx, mPing, []byte("x")); err != nil {
+		t.Fatalf("other client: %v", err)
+	}
 }
 
 // TestMaxConns: a connection over the server's cap is refused with ErrRejected; the others work.

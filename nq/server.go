@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	quicgo "github.com/quic-go/quic-go"
 
@@ -42,6 +43,12 @@ type Server struct {
 	MaxConns int
 	// MaxFrameSize bounds RPC frame payloads in both directions. 0 means 1 MiB.
 	MaxFrameSize int
+	// RetryAbove is the rate of new connection attempts per second above which the server
+	// makes clients prove their address with a QUIC Retry round trip before it spends any CPU on
+	// their handshake (spoofed-source floods then cost it almost nothing; legitimate clients pay
+	// one extra round trip while the rate stays high). 0 means 500/s; a negative value never
+	// sends Retry.
+	RetryAbove int
 	// OnOpen runs when a connection's handshake has completed, before its streams are served.
 	// Returning an error closes the connection; the client sees ErrRejected.
 	OnOpen func(c *Conn) error
@@ -63,6 +70,9 @@ type Server struct {
 	cfg     connConfig
 	wg      sync.WaitGroup
 	stopped chan struct{}
+
+	attempts attemptRate
+	retries  atomic.Uint64
 
 	draining atomic.Bool
 	inflight atomic.Int64
@@ -108,7 +118,7 @@ func (s *Server) Listen(ctx context.Context, addr string) error {
 		tc.Close()
 		return fmt.Errorf("nq: server listen %s: %w", ap, err)
 	}
-	tr := &quicgo.Transport{Conn: pc}
+	tr := &quicgo.Transport{Conn: pc, VerifySourceAddress: s.verifySource}
 	qconf := s.QUIC
 	if qconf == nil {
 		qconf = quic.ServerConfig()
@@ -153,6 +163,47 @@ func (s *Server) Addr() netip.AddrPort {
 		return netip.AddrPort{}
 	}
 	return s.tconn.LocalAddr()
+}
+
+// verifySource is quic-go's hook for connection attempts from unvalidated addresses: it asks for
+// a Retry while attempts arrive faster than RetryAbove per second.
+func (s *Server) verifySource(net.Addr) bool {
+	limit := s.RetryAbove
+	switch {
+	case limit < 0:
+		return false
+	case limit == 0:
+		limit = 500
+	}
+	if s.attempts.add(time.Now()) > limit {
+		s.retries.Add(1)
+		return true
+	}
+	return false
+}
+
+// attemptRate counts events over the last second, in two one-second buckets (the previous
+// bucket weighted by how much of it still lies within the last second).
+type attemptRate struct {
+	mu        sync.Mutex
+	bucket    int64 // unix second of cur
+	cur, prev int
+}
+
+func (r *attemptRate) add(now time.Time) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sec := now.Unix()
+	switch {
+	case sec == r.bucket:
+	case sec == r.bucket+1:
+		r.prev, r.cur, r.bucket = r.cur, 0, sec
+	default:
+		r.prev, r.cur, r.bucket = 0, 0, sec
+	}
+	r.cur++
+	frac := 1 - float64(now.Nanosecond())/1e9
+	return r.cur + int(float64(r.prev)*frac)
 }
 
 // NumConns returns the number of open connections.
