@@ -34,6 +34,7 @@ staticcheck: setup
 
 unit:
 	$(GO) test $(TESTFLAGS) $(PKGS)
+	$(GO) test $(TESTFLAGS) ./nq/ -args -nq.transport=mmsg
 
 clean:
 	rm -rf .bin
