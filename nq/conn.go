@@ -196,53 +196,6 @@ func (c *Conn) RPC(name string) *RPC {
 	return h
 }
 
-// OpenRPC opens a new RPC stream of protocol name on the current generation (waiting for one on
-// a client that is reconnecting). The local open hook runs before it returns and may reject the
-// stream (ErrRejected). The name must be registered in the local Mux (ErrUnknownProtocol).
-func (c *Conn) OpenRPC(ctx context.Context, name string) (*RPCStream, error) {
-	if err := validName(name); err != nil {
-		return nil, err
-	}
-	h := c.cfg.mux.lookupRPC(name)
-	if h == nil {
-		return nil, fmt.Errorf("nq: open %q: %w", name, ErrUnknownProtocol)
-	}
-	g, err := c.current(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("nq: open %q: %w", name, err)
-	}
-	qs, err := g.qc.OpenStreamSync(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("nq: open %q: %w", name, ctx.Err())
-		}
-		return nil, fmt.Errorf("nq: open %q: %w", name, g.classify(err))
-	}
-	st := newStream(g, qs, name, true)
-	rs := newRPCStream(st, h)
-	st.wbuf, err = wire.AppendPreamble(st.wbuf, name)
-	if err != nil {
-		qs.CancelWrite(quicgo.StreamErrorCode(wire.StreamCancelled))
-		qs.CancelRead(quicgo.StreamErrorCode(wire.StreamCancelled))
-		return nil, fmt.Errorf("nq: open %q: %w", name, err)
-	}
-	if !g.addStream(st) {
-		qs.CancelWrite(quicgo.StreamErrorCode(wire.StreamCancelled))
-		qs.CancelRead(quicgo.StreamErrorCode(wire.StreamCancelled))
-		return nil, fmt.Errorf("nq: open %q: %w", name, g.downErr())
-	}
-	if h.OnOpen != nil {
-		if err := h.OnOpen(rs); err != nil {
-			st.abort(wire.StreamRejected, ErrRejected)
-			return nil, fmt.Errorf("nq: open %q: local open hook: %w: %w", name, ErrRejected, err)
-		}
-	}
-	st.opened.Store(true)
-	st.flush()
-	go st.readLoop(nil)
-	return rs, nil
-}
-
 // Close ends the Conn. On a client it stops reconnecting, closes the current connection (the
 // close hook runs, then the finalize hook) and returns at once; wait on Done to know it ended.
 // On a server it closes the connection; the close hook follows.
@@ -520,60 +473,4 @@ func (g *generation) acceptLoop() {
 		}
 		go g.serveIncoming(qs)
 	}
-}
-
-// serveIncoming reads the preamble of a peer-opened stream, finds its handler and runs it.
-func (g *generation) serveIncoming(qs *quicgo.Stream) {
-	_ = qs.SetReadDeadline(time.Now().Add(preambleTimeout))
-	buf := make([]byte, 0, 512)
-	var name string
-	for {
-		var n int
-		var err error
-		name, n, err = wire.ParsePreamble(buf)
-		if err == nil {
-			buf = buf[n:]
-			break
-		}
-		if !errors.Is(err, wire.ErrShort) {
-			g.log.Debug("nq: bad stream preamble", "stream", qs.StreamID(), "err", err)
-			qs.CancelRead(quicgo.StreamErrorCode(wire.StreamProtocolError))
-			qs.CancelWrite(quicgo.StreamErrorCode(wire.StreamProtocolError))
-			return
-		}
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		m, rerr := qs.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+m]
-		if rerr != nil && m == 0 {
-			qs.CancelRead(quicgo.StreamErrorCode(wire.StreamCancelled))
-			qs.CancelWrite(quicgo.StreamErrorCode(wire.StreamCancelled))
-			return
-		}
-	}
-	_ = qs.SetReadDeadline(time.Time{})
-	h := g.conn.cfg.mux.lookupRPC(name)
-	if h == nil {
-		g.log.Debug("nq: unknown protocol", "stream", qs.StreamID(), "protocol", name)
-		qs.CancelRead(quicgo.StreamErrorCode(wire.StreamUnknownProtocol))
-		qs.CancelWrite(quicgo.StreamErrorCode(wire.StreamUnknownProtocol))
-		return
-	}
-	st := newStream(g, qs, name, false)
-	rs := newRPCStream(st, h)
-	if !g.addStream(st) {
-		qs.CancelRead(quicgo.StreamErrorCode(wire.StreamCancelled))
-		qs.CancelWrite(quicgo.StreamErrorCode(wire.StreamCancelled))
-		return
-	}
-	if h.OnOpen != nil {
-		if err := h.OnOpen(rs); err != nil {
-			g.log.Debug("nq: stream rejected by open hook", "stream", qs.StreamID(), "protocol", name, "err", err)
-			st.abort(wire.StreamRejected, ErrRejected)
-			return
-		}
-	}
-	st.opened.Store(true)
-	st.readLoop(buf)
 }

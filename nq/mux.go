@@ -36,8 +36,9 @@ type RPCHandler struct {
 // the peer is served by the handler its name selects in the local Mux. The zero value is an empty
 // Mux ready to use; it is safe for concurrent use, and handlers may be added while serving.
 type Mux struct {
-	mu  sync.RWMutex
-	rpc map[string]*RPCHandler
+	mu     sync.RWMutex
+	protos map[string]protocol
+	raw    string // raw mode: every stream runs this protocol and carries no name preamble
 }
 
 // NewMux returns an empty Mux.
@@ -51,23 +52,54 @@ func (m *Mux) HandleRPC(name string, h RPCHandler) error {
 	if h.Timeout < 0 {
 		return fmt.Errorf("nq: HandleRPC %q: RPCHandler.Timeout %v is negative", name, h.Timeout)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.rpc == nil {
-		m.rpc = make(map[string]*RPCHandler)
-	}
 	hc := h
-	m.rpc[name] = &hc
+	m.handle(name, rpcProtocol{&hc})
 	return nil
 }
 
-func (m *Mux) lookupRPC(name string) *RPCHandler {
-	if m == nil {
-		return nil
+// SetRawMode switches the Mux to raw mode: every stream, in both directions, runs the protocol
+// name (registered with HandleRPC, HandleRecords or HandleRaw) and carries no name preamble at
+// all. Both ends of a connection must agree; opening any other name fails with
+// ErrUnknownProtocol. An empty name switches raw mode off.
+func (m *Mux) SetRawMode(name string) error {
+	if name != "" {
+		if err := validName(name); err != nil {
+			return err
+		}
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.raw = name
+	return nil
+}
+
+func (m *Mux) handle(name string, p protocol) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.protos == nil {
+		m.protos = make(map[string]protocol)
+	}
+	m.protos[name] = p
+}
+
+// lookup returns the protocol of name, and whether the Mux is in raw mode.
+func (m *Mux) lookup(name string) (p protocol, raw bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return m.rpc[name]
+	if m.raw != "" && name != m.raw {
+		return nil, true
+	}
+	return m.protos[name], m.raw != ""
+}
+
+// rawProtocol returns the raw-mode protocol and its name, or nil when not in raw mode.
+func (m *Mux) rawProtocol() (protocol, string) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.raw == "" {
+		return nil, ""
+	}
+	return m.protos[m.raw], m.raw
 }
 
 func validName(name string) error {

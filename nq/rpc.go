@@ -58,6 +58,15 @@ func newRPCStream(st *stream, h *RPCHandler) *RPCStream {
 	return r
 }
 
+func (r *RPCStream) openHook() error {
+	if r.h.OnOpen != nil {
+		return r.h.OnOpen(r)
+	}
+	return nil
+}
+
+func (r *RPCStream) run(prefix []byte) { r.s.readLoop(prefix) }
+
 // Conn returns the connection the stream belongs to.
 func (r *RPCStream) Conn() *Conn { return r.s.gen.conn }
 

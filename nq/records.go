@@ -1,0 +1,195 @@
+package nq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/naquid/naquid/internal/wire"
+)
+
+// Codec encodes and decodes the records of a record stream. nq frames each encoded record with
+// its length, so a codec deals with one record at a time and never with partial data.
+type Codec[T any] interface {
+	// Append appends the encoding of v to dst.
+	Append(dst []byte, v T) ([]byte, error)
+	// Decode decodes one record. data is valid only during the call: a T that keeps bytes must
+	// copy them.
+	Decode(data []byte) (T, error)
+}
+
+// Bytes is the identity codec: records are byte slices. Decoded records are copies.
+type Bytes struct{}
+
+// Append implements Codec.
+func (Bytes) Append(dst []byte, v []byte) ([]byte, error) { return append(dst, v...), nil }
+
+// Decode implements Codec.
+func (Bytes) Decode(data []byte) ([]byte, error) { return append([]byte(nil), data...), nil }
+
+// RecordHandler handles one record protocol. Every field is optional; hooks run on the stream's
+// reader goroutine, one at a time.
+type RecordHandler[T any] struct {
+	// OnRecord receives each record, in order.
+	OnRecord func(s *RecordStream[T], v T)
+	// OnOpen runs when a stream of this protocol opens, on either end; an error rejects it.
+	OnOpen func(s *RecordStream[T]) error
+	// OnClose runs once when the stream closes; err says why.
+	OnClose func(s *RecordStream[T], err error)
+}
+
+type recordProtocol[T any] struct {
+	codec Codec[T]
+	h     *RecordHandler[T]
+}
+
+func (recordProtocol[T]) kind() string { return "record" }
+
+func (p recordProtocol[T]) bind(st *stream) boundStream {
+	rs := &RecordStream[T]{s: st, codec: p.codec, h: p.h}
+	st.proto = rs
+	return rs
+}
+
+// HandleRecords registers (or replaces) the record protocol name on m, with codec for its
+// records. Records may be empty; each is bounded by the connection's MaxFrameSize.
+func HandleRecords[T any](m *Mux, name string, codec Codec[T], h RecordHandler[T]) error {
+	if err := validName(name); err != nil {
+		return err
+	}
+	if codec == nil {
+		return fmt.Errorf("nq: HandleRecords %q: nil codec", name)
+	}
+	hc := h
+	m.handle(name, recordProtocol[T]{codec: codec, h: &hc})
+	return nil
+}
+
+// OpenRecords opens a record stream of protocol name on c's current generation (waiting for one
+// on a reconnecting client). The protocol must be registered with HandleRecords for the same T.
+func OpenRecords[T any](ctx context.Context, c *Conn, name string) (*RecordStream[T], error) {
+	b, err := c.open(ctx, name, "record")
+	if err != nil {
+		return nil, err
+	}
+	rs, ok := b.(*RecordStream[T])
+	if !ok {
+		b.(interface{ Close() error }).Close()
+		return nil, fmt.Errorf("nq: open %q: registered with another record type: %w", name, ErrUnknownProtocol)
+	}
+	return rs, nil
+}
+
+// RecordStream is a stream of length-framed records of type T, in both directions. Its methods
+// are safe for concurrent use.
+type RecordStream[T any] struct {
+	s     *stream
+	codec Codec[T]
+	h     *RecordHandler[T]
+
+	scratch []byte // encoding buffer, guarded by the stream's write lock
+
+	mu    sync.Mutex
+	value any
+}
+
+func (rs *RecordStream[T]) openHook() error {
+	if rs.h.OnOpen != nil {
+		return rs.h.OnOpen(rs)
+	}
+	return nil
+}
+
+func (rs *RecordStream[T]) run(prefix []byte) { rs.s.readLoop(prefix) }
+
+// Send encodes v and sends it as one record. Records sent while handling received data leave
+// together at the end of the handler pass; otherwise at once.
+func (rs *RecordStream[T]) Send(v T) error {
+	return rs.s.write(func(b []byte) ([]byte, error) { return rs.appendRecord(b, v) })
+}
+
+// appendRecord appends v framed as a record. It runs under the stream's write lock, which also
+// guards the scratch buffer the codec encodes into.
+func (rs *RecordStream[T]) appendRecord(b []byte, v T) ([]byte, error) {
+	enc, err := rs.codec.Append(rs.scratch[:0], v)
+	if err != nil {
+		return b, fmt.Errorf("nq: %s: encode record: %w", rs.s.name, err)
+	}
+	if len(enc) > rs.s.maxFrame {
+		return b, fmt.Errorf("nq: %s: record of %d bytes over the %d-byte limit: %w", rs.s.name, len(enc), rs.s.maxFrame, ErrFrameTooLarge)
+	}
+	rs.scratch = enc[:0]
+	return wire.AppendRecord(b, enc), nil
+}
+
+// consume delivers every complete record in b.
+func (rs *RecordStream[T]) consume(b []byte) (int, error) {
+	used := 0
+	for used < len(b) {
+		payload, n, err := wire.ParseRecord(b[used:], rs.s.maxFrame)
+		if errors.Is(err, wire.ErrShort) {
+			return used, nil
+		}
+		if err != nil {
+			return used, err
+		}
+		used += n
+		v, err := rs.codec.Decode(payload)
+		if err != nil {
+			return used, fmt.Errorf("decode record: %w: %w", wire.ErrMalformed, err)
+		}
+		if rs.h.OnRecord != nil {
+			rs.h.OnRecord(rs, v)
+		}
+	}
+	return used, nil
+}
+
+func (rs *RecordStream[T]) closed(err error) {
+	if rs.h.OnClose != nil && rs.s.opened.Load() {
+		rs.h.OnClose(rs, err)
+	}
+}
+
+// Conn returns the connection the stream belongs to.
+func (rs *RecordStream[T]) Conn() *Conn { return rs.s.gen.conn }
+
+// Name returns the stream's protocol name.
+func (rs *RecordStream[T]) Name() string { return rs.s.name }
+
+// ID returns the QUIC stream id.
+func (rs *RecordStream[T]) ID() int64 { return int64(rs.s.qs.StreamID()) }
+
+// Outgoing reports whether this end opened the stream.
+func (rs *RecordStream[T]) Outgoing() bool { return rs.s.outgoing }
+
+// Context returns a context that ends when the stream closes.
+func (rs *RecordStream[T]) Context() context.Context { return rs.s.ctx }
+
+// Done returns a channel closed once the stream has closed and its close hook has run.
+func (rs *RecordStream[T]) Done() <-chan struct{} { return rs.s.done }
+
+// Flush sends what is buffered on this stream now.
+func (rs *RecordStream[T]) Flush() { rs.s.flush() }
+
+// Close flushes what is buffered and closes the stream; the peer receives every record sent
+// before Close.
+func (rs *RecordStream[T]) Close() error {
+	rs.s.shutdown()
+	return nil
+}
+
+// SetValue stores an application value on the stream.
+func (rs *RecordStream[T]) SetValue(v any) {
+	rs.mu.Lock()
+	rs.value = v
+	rs.mu.Unlock()
+}
+
+// Value returns the value stored with SetValue.
+func (rs *RecordStream[T]) Value() any {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return rs.value
+}

@@ -1,0 +1,246 @@
+package nq_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/naquid/naquid/internal/wire"
+	"github.com/naquid/naquid/nq"
+)
+
+// text is a record codec for strings (naquid's "rst" codec stream, with nq doing the framing).
+type text struct{}
+
+func (text) Append(dst []byte, v string) ([]byte, error) { return append(dst, v...), nil }
+func (text) Decode(data []byte) (string, error)         { return string(data), nil }
+
+// echoMux serves naquid's stream fixtures: "sst" (byte records) and "rst" (text records) answer
+// every record R with one record R+R; "raw" echoes bytes until the client closes its side.
+func echoMux(t *testing.T, rawMode string) *nq.Mux {
+	t.Helper()
+	mux := nq.NewMux()
+	err := errors.Join(
+		nq.HandleRecords(mux, "sst", nq.Bytes{}, nq.RecordHandler[[]byte]{
+			OnRecord: func(s *nq.RecordStream[[]byte], v []byte) { s.Send(append(v, v...)) },
+		}),
+		nq.HandleRecords(mux, "rst", text{}, nq.RecordHandler[string]{
+			OnRecord: func(s *nq.RecordStream[string], v string) { s.Send(v + v) },
+		}),
+		mux.HandleRaw("raw", nq.RawHandler{OnStream: func(s *nq.RawStream) {
+			defer s.Close()
+			io.Copy(s, s)
+		}}),
+		mux.SetRawMode(rawMode),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mux
+}
+
+func startEchoServer(t *testing.T, e *env, mux *nq.Mux, maxFrame int) string {
+	t.Helper()
+	srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: mux, Transport: e.serverFactory, MaxFrameSize: maxFrame}
+	if err := srv.Listen(context.Background(), e.serverAddr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv.Addr().String()
+}
+
+// TestStreams ports naquid's stream spec, in normal and raw mode: a 12-byte record sent twice
+// comes back as two records of the payload doubled, on a byte-record and a text-record stream.
+func TestStreams(t *testing.T) {
+	for _, mode := range []string{"", "sst", "rst"} {
+		name := "named"
+		if mode != "" {
+			name = "raw-mode-" + mode
+		}
+		t.Run(name, func(t *testing.T) {
+			forEachEnv(t, func(t *testing.T, e *env) {
+				addr := startEchoServer(t, e, echoMux(t, mode), 0)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				got := make(chan string, 4)
+				cmux := nq.NewMux()
+				err := errors.Join(
+					nq.HandleRecords(cmux, "sst", nq.Bytes{}, nq.RecordHandler[[]byte]{
+						OnRecord: func(_ *nq.RecordStream[[]byte], v []byte) { got <- "sst:" + string(v) },
+					}),
+					nq.HandleRecords(cmux, "rst", text{}, nq.RecordHandler[string]{
+						OnRecord: func(_ *nq.RecordStream[string], v string) { got <- "rst:" + v },
+					}),
+					cmux.SetRawMode(mode),
+				)
+				if err != nil {
+					t.Fatal(err)
+				}
+				conn, err := newClient(t, e, clientOptions{mux: cmux}).Dial(ctx, addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				const payload = "hogehogehoge"
+				want := []string{}
+				if mode != "rst" {
+					sst, err := nq.OpenRecords[[]byte](ctx, conn, "sst")
+					if err != nil {
+						t.Fatal(err)
+					}
+					for range 2 {
+						if err := sst.Send([]byte(payload)); err != nil {
+							t.Fatal(err)
+						}
+					}
+					want = append(want, "sst:"+payload+payload, "sst:"+payload+payload)
+				}
+				if mode != "sst" {
+					rst, err := nq.OpenRecords[string](ctx, conn, "rst")
+					if err != nil {
+						t.Fatal(err)
+					}
+					for range 2 {
+						if err := rst.Send(payload); err != nil {
+							t.Fatal(err)
+						}
+					}
+					want = append(want, "rst:"+payload+payload, "rst:"+payload+payload)
+				}
+				counts := map[string]int{}
+				for range want {
+					counts[waitFor(t, got, 5*time.Second, "an echoed record")]++
+				}
+				for _, w := range want {
+					if counts[w] == 0 {
+						t.Fatalf("echoes %v, want %v", counts, want)
+					}
+					counts[w]--
+				}
+				if mode != "" {
+					other := map[string]string{"sst": "rst", "rst": "sst"}[mode]
+					if _, err := nq.OpenRecords[string](ctx, conn, other); !errors.Is(err, nq.ErrUnknownProtocol) {
+						t.Fatalf("opening %q in raw mode %q: %v, want ErrUnknownProtocol", other, mode, err)
+					}
+				}
+			})
+		})
+	}
+}
+
+// TestRecordFraming covers what naquid's record streams could not do: several records in one
+// chunk, a record split across chunks, empty records, and an over-limit record that closes only
+// its stream.
+func TestRecordFraming(t *testing.T) {
+	e := envs(t)[0](t)
+	addr := startEchoServer(t, e, echoMux(t, ""), 1024)
+	qc := rawDial(t, addr)
+
+	// Three records (one empty) in one write, then one record written a byte at a time.
+	var in []byte
+	in, _ = wire.AppendPreamble(in, "sst")
+	for _, r := range []string{"a", "", "bc"} {
+		in = wire.AppendRecord(in, []byte(r))
+	}
+	s := rawStream(t, qc, "", in)
+	for _, b := range wire.AppendRecord(nil, []byte("split")) {
+		if _, err := s.Write([]byte{b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r := wire.NewReader(s, 0, 0)
+	for _, want := range []string{"aa", "", "bcbc", "splitsplit"} {
+		got, err := r.NextRecord()
+		if err != nil || string(got) != want {
+			t.Fatalf("echo: %q, %v; want %q", got, err, want)
+		}
+	}
+
+	// A record over the server's 1024-byte limit: that stream is reset, the connection lives.
+	big := wire.AppendRecord(nil, bytes.Repeat([]byte("x"), 2000))
+	tooBig := rawStream(t, qc, "sst", big)
+	wantReset(t, tooBig, wire.StreamFrameTooLarge, "over-limit record")
+	if _, err := s.Write(wire.AppendRecord(nil, []byte("ok"))); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.NextRecord(); err != nil || string(got) != "okok" {
+		t.Fatalf("after the over-limit record: %q, %v", got, err)
+	}
+}
+
+// TestRecordTooLargeClosesStream: the nq client sees ErrFrameTooLarge on that stream only.
+func TestRecordTooLargeClosesStream(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e *env) {
+		addr := startEchoServer(t, e, echoMux(t, ""), 1024)
+		closed := make(chan error, 1)
+		cmux := nq.NewMux()
+		if err := nq.HandleRecords(cmux, "sst", nq.Bytes{}, nq.RecordHandler[[]byte]{
+			OnClose: func(_ *nq.RecordStream[[]byte], err error) { closed <- err },
+		}); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		conn, err := newClient(t, e, clientOptions{mux: cmux}).Dial(ctx, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := nq.OpenRecords[[]byte](ctx, conn, "sst")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Send(bytes.Repeat([]byte("x"), 2000)); err != nil {
+			t.Fatal(err)
+		}
+		if err := waitFor(t, closed, 5*time.Second, "the stream to close"); !errors.Is(err, nq.ErrFrameTooLarge) {
+			t.Fatalf("stream closed with %v, want ErrFrameTooLarge", err)
+		}
+		if !conn.IsOpen() {
+			t.Fatal("the connection closed with the stream")
+		}
+	})
+}
+
+// TestRawStream: a raw stream is an io.ReadWriteCloser with deadlines.
+func TestRawStream(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e *env) {
+		addr := startEchoServer(t, e, echoMux(t, ""), 0)
+		cmux := nq.NewMux()
+		if err := cmux.HandleRaw("raw", nq.RawHandler{}); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		conn, err := newClient(t, e, clientOptions{mux: cmux}).Dial(ctx, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := conn.OpenRaw(ctx, "raw")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A read deadline in the past fails a read at once, and reads work again after it.
+		s.SetReadDeadline(time.Now().Add(-time.Second))
+		if _, err := s.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("read past the deadline: %v, want os.ErrDeadlineExceeded", err)
+		}
+		s.SetReadDeadline(time.Now().Add(5 * time.Second))
+		msg := strings.Repeat("raw bytes, no framing. ", 1000)
+		if _, err := io.WriteString(s, msg); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		echo, err := io.ReadAll(s)
+		if err != nil || string(echo) != msg {
+			t.Fatalf("echo of %d bytes: %d bytes, %v", len(msg), len(echo), err)
+		}
+		s.Close()
+	})
+}
