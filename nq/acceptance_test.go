@@ -127,6 +127,10 @@ func TestRPC(t *testing.T) {
 		if err := waitFor(t, f.serverStreamResult, 5*time.Second, "the server's verdict"); err != nil {
 			t.Fatalf("server side of server stream: %v", err)
 		}
+		// An alarm set on the server-initiated stream fires.
+		fired := make(chan struct{})
+		ps.AfterFunc(100*time.Millisecond, func() { close(fired) })
+		waitFor(t, fired, 5*time.Second, "the alarm on the server-initiated stream")
 		conn.Close()
 		waitFor(t, conn.Done(), 5*time.Second, "finalize")
 	})

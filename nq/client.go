@@ -59,6 +59,10 @@ type Client struct {
 	OnClose func(c *Conn, err error, attempt int) time.Duration
 	// OnFinalize runs once when a Conn ends for good, after Conn.Close.
 	OnFinalize func(c *Conn)
+	// OnDatagram receives the RFC 9221 datagrams the server sends, one at a time per Conn, on a
+	// goroutine of that Conn; p is the caller's to keep. It stays in force across reconnects.
+	// nil ignores datagrams.
+	OnDatagram func(c *Conn, p []byte)
 	// Logger receives debug logs with the connection id, remote address and generation. nil
 	// discards them.
 	Logger *slog.Logger
@@ -357,6 +361,9 @@ func (c *Conn) serveGeneration(qc *quicgo.Conn) error {
 	c.begin(g)
 	if c.client.OnOpen != nil {
 		c.client.OnOpen(c)
+	}
+	if c.client.OnDatagram != nil {
+		go g.receiveDatagrams(c.client.OnDatagram)
 	}
 	accepted := make(chan struct{})
 	go func() {

@@ -54,6 +54,9 @@ type Server struct {
 	OnOpen func(c *Conn) error
 	// OnClose runs once when a connection ends (after its streams' close hooks), with the reason.
 	OnClose func(c *Conn, err error)
+	// OnDatagram receives the RFC 9221 datagrams clients send, one at a time per connection, on
+	// a goroutine of that connection; p is the caller's to keep. nil ignores datagrams.
+	OnDatagram func(c *Conn, p []byte)
 	// Logger receives debug and error logs, each with the connection id, remote address and
 	// generation. nil discards them.
 	Logger *slog.Logger
@@ -244,6 +247,9 @@ func (s *Server) serveConn(qc *quicgo.Conn) {
 		if err := s.OnOpen(c); err != nil {
 			g.closeLocal(wire.ConnRejected, err.Error())
 		}
+	}
+	if s.OnDatagram != nil {
+		go g.receiveDatagrams(s.OnDatagram)
 	}
 	g.acceptLoop()
 	ce := g.teardown()
