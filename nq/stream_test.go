@@ -18,7 +18,7 @@ import (
 type text struct{}
 
 func (text) Append(dst []byte, v string) ([]byte, error) { return append(dst, v...), nil }
-func (text) Decode(data []byte) (string, error)         { return string(data), nil }
+func (text) Decode(data []byte) (string, error)          { return string(data), nil }
 
 // echoMux serves naquid's stream fixtures: "sst" (byte records) and "rst" (text records) answer
 // every record R with one record R+R; "raw" echoes bytes until the client closes its side.
