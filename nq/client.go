@@ -46,8 +46,13 @@ type Client struct {
 	LocalAddr netip.AddrPort
 	// MaxFrameSize bounds RPC frame payloads in both directions. 0 means 1 MiB.
 	MaxFrameSize int
-	// Resolver looks up host names. nil means net.DefaultResolver.
+	// Resolver looks up host names. nil means net.DefaultResolver. Point its Dial at your own
+	// DNS servers to bypass the system's.
 	Resolver *net.Resolver
+	// LookupNetIP, when set, replaces Resolver: it returns the addresses of host.
+	LookupNetIP func(ctx context.Context, host string) ([]netip.Addr, error)
+	// PreferIPv6 picks an IPv6 address when the host has both; by default IPv4 is preferred.
+	PreferIPv6 bool
 	// OnOpen runs after each successful handshake (every reconnect included), before the
 	// server's streams are served.
 	OnOpen func(c *Conn)
@@ -257,28 +262,45 @@ func (cl *Client) socket(ctx context.Context, v4 bool) (*clientSocket, error) {
 	return s, nil
 }
 
-// resolve turns host into an address, preferring IPv4.
-func (cl *Client) resolve(ctx context.Context, host string) (netip.Addr, error) {
+// Resolve turns host (a name or an IP literal) into one address, preferring IPv4 unless
+// PreferIPv6 is set and falling back to the other family. Failures match ErrResolve.
+func (cl *Client) Resolve(ctx context.Context, host string) (netip.Addr, error) {
 	if ip, err := netip.ParseAddr(host); err == nil {
 		return ip.Unmap(), nil
 	}
-	r := cl.Resolver
-	if r == nil {
-		r = net.DefaultResolver
+	var ips []netip.Addr
+	var err error
+	switch {
+	case cl.LookupNetIP != nil:
+		ips, err = cl.LookupNetIP(ctx, host)
+	case cl.Resolver != nil:
+		ips, err = cl.Resolver.LookupNetIP(ctx, "ip", host)
+	default:
+		ips, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 	}
-	ips, err := r.LookupNetIP(ctx, "ip", host)
 	if err != nil {
-		return netip.Addr{}, err
+		return netip.Addr{}, fmt.Errorf("nq: resolve %q: %w: %w", host, ErrResolve, err)
 	}
+	var first4, first6 netip.Addr
 	for _, ip := range ips {
-		if ip.Unmap().Is4() {
-			return ip.Unmap(), nil
+		ip = ip.Unmap()
+		switch {
+		case ip.Is4() && !first4.IsValid():
+			first4 = ip
+		case ip.Is6() && !first6.IsValid():
+			first6 = ip
 		}
 	}
-	if len(ips) == 0 {
-		return netip.Addr{}, fmt.Errorf("no address for %q", host)
+	pick := []netip.Addr{first4, first6}
+	if cl.PreferIPv6 {
+		pick[0], pick[1] = first6, first4
 	}
-	return ips[0], nil
+	for _, ip := range pick {
+		if ip.IsValid() {
+			return ip, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("nq: resolve %q: no address: %w", host, ErrResolve)
 }
 
 // dial makes one connection attempt.
@@ -287,9 +309,9 @@ func (cl *Client) dial(ctx context.Context, addr string) (*quicgo.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	ip, err := cl.resolve(ctx, host)
+	ip, err := cl.Resolve(ctx, host)
 	if err != nil {
-		return nil, &CloseError{Err: fmt.Errorf("resolve %q: %w", host, err), kind: ErrResolve}
+		return nil, &CloseError{Err: err, kind: ErrResolve}
 	}
 	s, err := cl.socket(ctx, ip.Is4())
 	if err != nil {

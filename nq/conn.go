@@ -241,6 +241,18 @@ func (c *Conn) abortDial() {
 	c.dialMu.Unlock()
 }
 
+// ConnectionState returns the TLS and QUIC state of the current generation (the zero value while
+// none is up): whether the handshake resumed a session (TLS.DidResume), used 0-RTT, and more.
+func (c *Conn) ConnectionState() quicgo.ConnectionState {
+	c.mu.Lock()
+	g := c.gen
+	c.mu.Unlock()
+	if g == nil {
+		return quicgo.ConnectionState{}
+	}
+	return g.qc.ConnectionState()
+}
+
 // Stats is a snapshot of a connection's counters.
 type Stats struct {
 	// Generation is the number of handshakes so far (see Conn.Generation).

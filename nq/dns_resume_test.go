@@ -1,0 +1,209 @@
+package nq_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/naquid/naquid/nq"
+)
+
+// stubDNS is a DNS server on 127.0.0.1 that knows one name: A 127.0.0.1 and AAAA ::1 for
+// "game.test", NXDOMAIN for everything else.
+func stubDNS(t *testing.T) *net.Resolver {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { pc.Close(); <-done })
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if resp, ok := answerDNS(buf[:n]); ok {
+				pc.WriteTo(resp, from)
+			}
+		}
+	}()
+	addr := pc.LocalAddr().String()
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", addr)
+	}}
+}
+
+func answerDNS(query []byte) ([]byte, bool) {
+	var p dnsmessage.Parser
+	h, err := p.Start(query)
+	if err != nil {
+		return nil, false
+	}
+	q, err := p.Question()
+	if err != nil {
+		return nil, false
+	}
+	known := strings.EqualFold(q.Name.String(), "game.test.")
+	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RCode: dnsmessage.RCodeSuccess}
+	if !known {
+		rh.RCode = dnsmessage.RCodeNameError
+	}
+	b := dnsmessage.NewBuilder(nil, rh)
+	b.EnableCompression()
+	b.StartQuestions()
+	b.Question(q)
+	b.StartAnswers()
+	hdr := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}
+	if known && q.Type == dnsmessage.TypeA {
+		b.AResource(hdr, dnsmessage.AResource{A: [4]byte{127, 0, 0, 1}})
+	}
+	if known && q.Type == dnsmessage.TypeAAAA {
+		b.AAAAResource(hdr, dnsmessage.AAAAResource{AAAA: netip.IPv6Loopback().As16()})
+	}
+	resp, err := b.Finish()
+	return resp, err == nil
+}
+
+// TestResolver ports naquid's resolver spec against a stub DNS server: an unknown name gives the
+// close hook one ErrResolve and no connection; IPv4 and IPv6 preferences pick the right family;
+// a known name dials.
+func TestResolver(t *testing.T) {
+	e := envs(t)[0](t)
+	f := startFixture(t, e, fixtureOptions{})
+	resolver := stubDNS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	closes := make(chan error, 4)
+	var opens atomic.Int32
+	cl := newClient(t, e, clientOptions{
+		onOpen: func(*nq.Conn) { opens.Add(1) },
+		onClose: func(_ *nq.Conn, err error, _ int) time.Duration {
+			closes <- err
+			return nq.NoReconnect
+		},
+	})
+	cl.Resolver = resolver
+	conn, err := cl.Connect("nosuchhost.test:4433")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := waitFor(t, closes, 5*time.Second, "the close hook"); !errors.Is(err, nq.ErrResolve) {
+		t.Fatalf("close hook: %v, want ErrResolve", err)
+	}
+	conn.Close()
+	waitFor(t, conn.Done(), 5*time.Second, "finalize")
+	if len(closes) != 0 || opens.Load() != 0 {
+		t.Fatalf("%d more close hooks and %d opens, want none", len(closes), opens.Load())
+	}
+
+	if ip, err := cl.Resolve(ctx, "game.test"); err != nil || !ip.Is4() {
+		t.Fatalf("IPv4 preferred: %v, %v", ip, err)
+	}
+	if _, err := cl.Resolve(ctx, "nosuchhost.test"); !errors.Is(err, nq.ErrResolve) {
+		t.Fatalf("unknown name: %v, want ErrResolve", err)
+	}
+	cl6 := newClient(t, e, clientOptions{})
+	cl6.Resolver, cl6.PreferIPv6 = resolver, true
+	if ip, err := cl6.Resolve(ctx, "game.test"); err != nil || !ip.Is6() || ip.Is4In6() {
+		t.Fatalf("IPv6 preferred: %v, %v", ip, err)
+	}
+
+	ok := newClient(t, e, clientOptions{})
+	ok.Resolver = resolver
+	_, port, _ := net.SplitHostPort(f.addr)
+	c, err := ok.Dial(ctx, net.JoinHostPort("game.test", port))
+	if err != nil {
+		t.Fatalf("dial game.test: %v", err)
+	}
+	if _, err := c.RPC("rpc").Call(ctx, mPing, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// countingSigner counts the server's certificate signatures.
+type countingSigner struct {
+	crypto.Signer
+	n *atomic.Int32
+}
+
+func (s countingSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	s.n.Add(1)
+	return s.Signer.Sign(rand, digest, opts)
+}
+
+// TestResumption: a reconnect resumes the TLS session, and a resumed handshake costs the server
+// no certificate signature.
+func TestResumption(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e *env) {
+		var signs atomic.Int32
+		serverTLS := certs(t).ServerTLS()
+		cert := serverTLS.Certificates[0]
+		cert.PrivateKey = countingSigner{cert.PrivateKey.(crypto.Signer), &signs}
+		serverTLS.Certificates = []tls.Certificate{cert}
+		mux := nq.NewMux()
+		if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(r *nq.Request) { r.Reply(nil) }}); err != nil {
+			t.Fatal(err)
+		}
+		srv := &nq.Server{TLS: serverTLS, Mux: mux, Transport: e.serverFactory}
+		if err := srv.Listen(context.Background(), e.serverAddr); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+
+		type state struct {
+			gen     uint64
+			resumed bool
+		}
+		opened := make(chan state, 4)
+		cl := newClient(t, e, clientOptions{
+			onOpen:  func(c *nq.Conn) { opened <- state{c.Generation(), c.ConnectionState().TLS.DidResume} },
+			onClose: func(*nq.Conn, error, int) time.Duration { return 0 },
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c1, err := cl.Dial(ctx, srv.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := waitFor(t, opened, 5*time.Second, "the first handshake")
+		if first.resumed || signs.Load() != 1 {
+			t.Fatalf("first handshake: resumed %v, %d signatures; want a full handshake with 1", first.resumed, signs.Load())
+		}
+		// The session ticket follows the handshake; a call's round trip makes sure it arrived.
+		if _, err := c1.RPC("rpc").Call(ctx, mPing, nil); err != nil {
+			t.Fatal(err)
+		}
+		c, err := cl.Dial(ctx, srv.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		second := waitFor(t, opened, 5*time.Second, "the second connection")
+		if !second.resumed {
+			t.Fatal("a second connection to the same server did not resume")
+		}
+		c.Reset()
+		third := waitFor(t, opened, 5*time.Second, "the reconnect")
+		if !third.resumed || third.gen != 2 {
+			t.Fatalf("reconnect: generation %d resumed %v; want generation 2, resumed", third.gen, third.resumed)
+		}
+		if n := signs.Load(); n != 1 {
+			t.Fatalf("%d certificate signatures for 1 full and 2 resumed handshakes, want 1", n)
+		}
+	})
+}
