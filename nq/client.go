@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	quicgo "github.com/quic-go/quic-go"
@@ -81,6 +82,44 @@ type Client struct {
 	sockets map[bool]*clientSocket // by "is IPv4"
 	conns   map[*Conn]struct{}
 	wg      sync.WaitGroup
+
+	dials, dialFailures, opens, closes atomic.Uint64
+}
+
+// ClientStats is a snapshot of a client's counters (cumulative, except where noted).
+type ClientStats struct {
+	// Conns is the number of Conns not yet finalized (a gauge); Open those with a generation up.
+	Conns, Open int
+	// Dials counts connection attempts, DialFailures those that failed (resolution, handshake).
+	Dials, DialFailures uint64
+	// Opens counts successful handshakes (first connections and reconnects); Closes the ends of
+	// established connections.
+	Opens, Closes uint64
+	// FramesSent and FramesReceived count RPC frames of the Conns not yet finalized.
+	FramesSent, FramesReceived uint64
+}
+
+// Stats returns the client's counters.
+func (cl *Client) Stats() ClientStats {
+	st := ClientStats{
+		Dials: cl.dials.Load(), DialFailures: cl.dialFailures.Load(),
+		Opens: cl.opens.Load(), Closes: cl.closes.Load(),
+	}
+	cl.mu.Lock()
+	conns := make([]*Conn, 0, len(cl.conns))
+	for c := range cl.conns {
+		conns = append(conns, c)
+	}
+	cl.mu.Unlock()
+	st.Conns = len(conns)
+	for _, c := range conns {
+		if c.IsOpen() {
+			st.Open++
+		}
+		st.FramesSent += c.framesSent.Load()
+		st.FramesReceived += c.framesRecv.Load()
+	}
+	return st
 }
 
 type clientSocket struct {
@@ -339,6 +378,7 @@ func (c *Conn) supervise() {
 		if c.closeReq.Load() {
 			cancel()
 		}
+		cl.dials.Add(1)
 		qc, err := cl.dial(ctx, c.addr)
 		c.dialMu.Lock()
 		c.dialAbort = nil
@@ -348,8 +388,11 @@ func (c *Conn) supervise() {
 		var closeErr error
 		if err == nil {
 			attempt = 0
+			cl.opens.Add(1)
 			closeErr = c.serveGeneration(qc)
+			cl.closes.Add(1)
 		} else {
+			cl.dialFailures.Add(1)
 			if c.closeReq.Load() {
 				break // Close interrupted the dial: no connection existed
 			}

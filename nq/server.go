@@ -76,6 +76,7 @@ type Server struct {
 
 	attempts attemptRate
 	retries  atomic.Uint64
+	counters serverCounters
 
 	draining atomic.Bool
 	inflight atomic.Int64
@@ -238,13 +239,17 @@ func (s *Server) serveConn(qc *quicgo.Conn) {
 	}
 	s.mu.Unlock()
 	n := s.nconns.Add(1)
+	s.counters.accepted.Add(1)
 	switch {
 	case closed || s.draining.Load():
+		s.counters.refused.Add(1)
 		g.closeLocal(wire.ConnServerShutdown, "server shutting down")
 	case s.MaxConns > 0 && n > int64(s.MaxConns):
+		s.counters.refused.Add(1)
 		g.closeLocal(wire.ConnRejected, "server full")
 	case s.OnOpen != nil:
 		if err := s.OnOpen(c); err != nil {
+			s.counters.refused.Add(1)
 			g.closeLocal(wire.ConnRejected, err.Error())
 		}
 	}
@@ -260,8 +265,55 @@ func (s *Server) serveConn(qc *quicgo.Conn) {
 	s.nconns.Add(-1)
 	s.mu.Lock()
 	delete(s.conns, c)
+	s.counters.addClosed(c)
 	s.mu.Unlock()
 	c.markEnded()
+}
+
+// serverCounters accumulates what closed connections did; open ones are added at read time.
+type serverCounters struct {
+	accepted, refused atomic.Uint64
+	// guarded by Server.mu
+	closedFramesSent, closedFramesRecv uint64
+}
+
+func (sc *serverCounters) addClosed(c *Conn) {
+	sc.closedFramesSent += c.framesSent.Load()
+	sc.closedFramesRecv += c.framesRecv.Load()
+}
+
+// ServerStats is a snapshot of a server's counters (cumulative since Listen, except where noted).
+type ServerStats struct {
+	// Conns is the number of open connections (a gauge).
+	Conns int
+	// Accepted counts handshakes completed; Refused those then closed by MaxConns, OnOpen or a
+	// shutdown.
+	Accepted, Refused uint64
+	// Retries counts connection attempts answered with a QUIC Retry (see RetryAbove).
+	Retries uint64
+	// InFlight is the number of requests being handled, not yet answered (a gauge).
+	InFlight int64
+	// FramesSent and FramesReceived count RPC frames over every connection.
+	FramesSent, FramesReceived uint64
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() ServerStats {
+	s.mu.Lock()
+	st := ServerStats{
+		FramesSent:     s.counters.closedFramesSent,
+		FramesReceived: s.counters.closedFramesRecv,
+	}
+	for c := range s.conns {
+		st.FramesSent += c.framesSent.Load()
+		st.FramesReceived += c.framesRecv.Load()
+	}
+	s.mu.Unlock()
+	st.Conns = int(s.nconns.Load())
+	st.Accepted, st.Refused = s.counters.accepted.Load(), s.counters.refused.Load()
+	st.Retries = s.retries.Load()
+	st.InFlight = s.inflight.Load()
+	return st
 }
 
 // requestDone settles one request in the drain accounting.
