@@ -69,6 +69,12 @@ type Client struct {
 	// goroutine of that Conn; p is the caller's to keep. It stays in force across reconnects.
 	// nil ignores datagrams.
 	OnDatagram func(c *Conn, p []byte)
+	// DeliveryAcks lets sends ask for a delivery ack (RecordStream.SendAck). It traces the
+	// connection's packets, which costs 10-15% of throughput, so it is off by default.
+	DeliveryAcks bool
+	// QlogDir, when set, is the directory each connection writes its qlog trace to
+	// (<connection id>_<client|server>.sqlog), for qvis and other qlog tools.
+	QlogDir string
 	// Logger receives debug logs with the connection id, remote address and generation. nil
 	// discards them.
 	Logger *slog.Logger
@@ -177,6 +183,10 @@ func (cl *Client) init() error {
 	cl.quic = cl.QUIC
 	if cl.quic == nil {
 		cl.quic = quic.ClientConfig() // once: its token store serves every reconnect
+	}
+	if tr := tracer(cl.DeliveryAcks, cl.QlogDir); tr != nil {
+		cl.quic = cl.quic.Clone()
+		cl.quic.Tracer = tr
 	}
 	cl.sockets = make(map[bool]*clientSocket)
 	cl.conns = make(map[*Conn]struct{})

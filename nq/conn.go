@@ -322,6 +322,8 @@ type generation struct {
 	ctx  context.Context
 	log  *slog.Logger
 
+	acks *ackTracker // delivery acks, when the connection traces them
+
 	mu        sync.Mutex
 	streams   map[*stream]struct{}
 	down      bool
@@ -329,7 +331,9 @@ type generation struct {
 }
 
 func newGeneration(c *Conn, qc *quicgo.Conn) *generation {
-	return &generation{conn: c, qc: qc, ctx: qc.Context(), log: c.log, streams: make(map[*stream]struct{})}
+	g := &generation{conn: c, qc: qc, ctx: qc.Context(), log: c.log, streams: make(map[*stream]struct{})}
+	g.acks, _ = qc.QlogTrace().(*ackTracker)
+	return g
 }
 
 func (g *generation) addStream(s *stream) bool {
@@ -471,6 +475,9 @@ func (g *generation) teardown() *CloseError {
 	for _, s := range streams {
 		s.close(ce)
 		<-s.done
+	}
+	if g.acks != nil {
+		g.acks.fail(ce)
 	}
 	g.log.Debug("nq: connection closed", "err", ce)
 	return ce

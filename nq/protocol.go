@@ -64,6 +64,7 @@ func (c *Conn) open(ctx context.Context, name, want string) (boundStream, error)
 			cancelStream(qs, wire.StreamCancelled)
 			return nil, fmt.Errorf("nq: open %q: %w", name, err)
 		}
+		st.written = int64(len(st.wbuf))
 	}
 	if !g.addStream(st) {
 		cancelStream(qs, wire.StreamCancelled)

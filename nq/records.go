@@ -109,6 +109,36 @@ func (rs *RecordStream[T]) Send(v T) error {
 	return rs.s.write(func(b []byte) ([]byte, error) { return rs.appendRecord(b, v) })
 }
 
+// SendAck is Send with a delivery ack: acked runs once, with the framed length of the record
+// (the record plus its length prefix) and a nil error, when the peer's QUIC stack has
+// acknowledged every byte of it — or with an error when the connection or the stream ends
+// first. An ack says the peer's transport has the bytes, not that its application read them.
+// acked runs on the connection's network goroutine: keep it short. The connection's Server or
+// Client must have DeliveryAcks set (ErrAcksDisabled otherwise).
+func (rs *RecordStream[T]) SendAck(v T, acked func(n int, err error)) error {
+	t := rs.s.gen.acks
+	if t == nil {
+		return ErrAcksDisabled
+	}
+	if acked == nil {
+		return errors.New("nq: SendAck: nil callback")
+	}
+	id := rs.s.qs.StreamID()
+	var waitErr error
+	err := rs.s.write(func(b []byte) ([]byte, error) {
+		start := rs.s.written // b is the write buffer: the record starts at this offset
+		out, err := rs.appendRecord(b, v)
+		if err == nil {
+			waitErr = t.wait(id, start, start+int64(len(out)-len(b)), acked)
+		}
+		return out, err
+	})
+	if err == nil && waitErr != nil {
+		acked(0, waitErr)
+	}
+	return err
+}
+
 // appendRecord appends v framed as a record. It runs under the stream's write lock, which also
 // guards the scratch buffer the codec encodes into.
 func (rs *RecordStream[T]) appendRecord(b []byte, v T) ([]byte, error) {

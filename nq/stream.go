@@ -48,6 +48,7 @@ type stream struct {
 	cancel context.CancelFunc
 
 	wmu     sync.Mutex
+	written int64 // bytes appended to the stream so far: the QUIC offset of the next append
 	wbuf    []byte
 	spare   []byte
 	inPass  bool
@@ -86,10 +87,12 @@ func (s *stream) write(appendFn func([]byte) ([]byte, error)) error {
 		return err
 	}
 	var err error
+	before := len(s.wbuf)
 	if s.wbuf, err = appendFn(s.wbuf); err != nil {
 		s.wmu.Unlock()
 		return err
 	}
+	s.written += int64(len(s.wbuf) - before)
 	s.gen.conn.framesSent.Add(1)
 	deferToPass := s.inPass && len(s.wbuf) < flushThreshold
 	s.wmu.Unlock()
@@ -247,6 +250,9 @@ func (s *stream) protocolError(err error) {
 
 // abort resets both directions of the stream with code and closes it locally with err.
 func (s *stream) abort(code wire.StreamCode, err error) {
+	if t := s.gen.acks; t != nil {
+		t.failStream(s.qs.StreamID(), err)
+	}
 	s.qs.CancelRead(quicgo.StreamErrorCode(code))
 	s.qs.CancelWrite(quicgo.StreamErrorCode(code))
 	s.close(err)

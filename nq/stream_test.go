@@ -81,21 +81,30 @@ func TestStreams(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				conn, err := newClient(t, e, clientOptions{mux: cmux}).Dial(ctx, addr)
+				cl := newClient(t, e, clientOptions{mux: cmux})
+				cl.DeliveryAcks = true
+				conn, err := cl.Dial(ctx, addr)
 				if err != nil {
 					t.Fatal(err)
 				}
+				// Each stream sends the 12-byte payload twice, the second time with an ack
+				// callback, which must fire once with the framed length: 13 bytes.
 				const payload = "hogehogehoge"
+				acks := make(chan int, 8)
+				ack := func(n int, err error) {
+					if err != nil {
+						t.Errorf("ack: %v", err)
+					}
+					acks <- n
+				}
 				want := []string{}
 				if mode != "rst" {
 					sst, err := nq.OpenRecords[[]byte](ctx, conn, "sst")
 					if err != nil {
 						t.Fatal(err)
 					}
-					for range 2 {
-						if err := sst.Send([]byte(payload)); err != nil {
-							t.Fatal(err)
-						}
+					if err := errors.Join(sst.Send([]byte(payload)), sst.SendAck([]byte(payload), ack)); err != nil {
+						t.Fatal(err)
 					}
 					want = append(want, "sst:"+payload+payload, "sst:"+payload+payload)
 				}
@@ -104,12 +113,15 @@ func TestStreams(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					for range 2 {
-						if err := rst.Send(payload); err != nil {
-							t.Fatal(err)
-						}
+					if err := errors.Join(rst.Send(payload), rst.SendAck(payload, ack)); err != nil {
+						t.Fatal(err)
 					}
 					want = append(want, "rst:"+payload+payload, "rst:"+payload+payload)
+				}
+				for range len(want) / 2 {
+					if n := waitFor(t, acks, 5*time.Second, "the delivery ack"); n != 13 {
+						t.Fatalf("ack of %d bytes, want 13", n)
+					}
 				}
 				counts := map[string]int{}
 				for range want {
@@ -120,6 +132,9 @@ func TestStreams(t *testing.T) {
 						t.Fatalf("echoes %v, want %v", counts, want)
 					}
 					counts[w]--
+				}
+				if len(acks) != 0 {
+					t.Fatal("an ack fired twice")
 				}
 				if mode != "" {
 					other := map[string]string{"sst": "rst", "rst": "sst"}[mode]
