@@ -255,7 +255,7 @@ func (cl *Client) Close() error {
 	cl.sockets = nil
 	cl.mu.Unlock()
 	for _, s := range sockets {
-		closeSocket(cl.cfg.log, s.tr, s.pc, s.tc)
+		s.close(cl.cfg.log)
 	}
 	return nil
 }
@@ -275,6 +275,27 @@ func splitAddr(addr string) (string, uint16, error) {
 	return host, uint16(port), nil
 }
 
+// openSocket opens a packet socket on local with the client's transport, under a quic-go
+// Transport.
+func (cl *Client) openSocket(ctx context.Context, local netip.AddrPort) (*clientSocket, error) {
+	factory := cl.Transport
+	if factory == nil {
+		factory = udp.Factory(udp.Config{})
+	}
+	tc, err := factory(ctx, local)
+	if err != nil {
+		return nil, fmt.Errorf("nq: client socket %s: %w", local, err)
+	}
+	pc, err := quic.PacketConn(tc)
+	if err != nil {
+		tc.Close()
+		return nil, fmt.Errorf("nq: client socket %s: %w", local, err)
+	}
+	return &clientSocket{tc: tc, pc: pc, tr: &quicgo.Transport{Conn: pc}}, nil
+}
+
+func (s *clientSocket) close(log *slog.Logger) { closeSocket(log, s.tr, s.pc, s.tc) }
+
 // socket returns the client's shared socket for the address family, opening it on first use.
 func (cl *Client) socket(ctx context.Context, v4 bool) (*clientSocket, error) {
 	cl.mu.Lock()
@@ -293,20 +314,10 @@ func (cl *Client) socket(ctx context.Context, v4 bool) (*clientSocket, error) {
 			local = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
 		}
 	}
-	factory := cl.Transport
-	if factory == nil {
-		factory = udp.Factory(udp.Config{})
-	}
-	tc, err := factory(ctx, local)
+	s, err := cl.openSocket(ctx, local)
 	if err != nil {
-		return nil, fmt.Errorf("nq: client socket %s: %w", local, err)
+		return nil, err
 	}
-	pc, err := quic.PacketConn(tc)
-	if err != nil {
-		tc.Close()
-		return nil, fmt.Errorf("nq: client socket %s: %w", local, err)
-	}
-	s := &clientSocket{tc: tc, pc: pc, tr: &quicgo.Transport{Conn: pc}}
 	cl.sockets[v4] = s
 	return s, nil
 }
@@ -464,7 +475,59 @@ func (c *Conn) serveGeneration(qc *quicgo.Conn) error {
 	<-accepted
 	ce := g.teardown()
 	c.end()
+	for _, s := range g.takeSockets() {
+		s.close(c.log)
+	}
 	return ce
+}
+
+// Migrate moves a client Conn's current connection to a new local socket bound to local (the
+// zero value: the same address as the client's socket, a new port), the way a phone moves from
+// Wi-Fi to cellular: the new path is validated, then used; streams, calls in flight and the
+// generation carry on. The old socket stays open (the client's other Conns share it). The new
+// socket is closed when this connection ends.
+func (c *Conn) Migrate(ctx context.Context, local netip.AddrPort) error {
+	if c.client == nil {
+		return errors.New("nq: Migrate: only a client connection migrates")
+	}
+	c.mu.Lock()
+	g := c.gen
+	c.mu.Unlock()
+	if g == nil {
+		return fmt.Errorf("nq: Migrate: %w", ErrConnLost)
+	}
+	if !local.IsValid() {
+		local = c.client.LocalAddr
+		if !local.IsValid() {
+			local = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+			if remote, err := netip.ParseAddrPort(g.qc.RemoteAddr().String()); err == nil && remote.Addr().Unmap().Is6() {
+				local = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
+			}
+		}
+		local = netip.AddrPortFrom(local.Addr(), 0)
+	}
+	sock, err := c.client.openSocket(ctx, local)
+	if err != nil {
+		return fmt.Errorf("nq: Migrate: %w", err)
+	}
+	if !g.keepSocket(sock) {
+		sock.close(c.log)
+		return fmt.Errorf("nq: Migrate: %w", ErrConnLost)
+	}
+	path, err := g.qc.AddPath(sock.tr)
+	if err != nil {
+		return fmt.Errorf("nq: Migrate to %s: %w", sock.tc.LocalAddr(), err)
+	}
+	if err := path.Probe(ctx); err != nil {
+		path.Close()
+		return fmt.Errorf("nq: Migrate to %s: probe: %w", sock.tc.LocalAddr(), err)
+	}
+	if err := path.Switch(); err != nil {
+		path.Close()
+		return fmt.Errorf("nq: Migrate to %s: switch: %w", sock.tc.LocalAddr(), err)
+	}
+	g.log.Debug("nq: migrated", "local", sock.tc.LocalAddr())
+	return nil
 }
 
 // waitReconnect waits before the next attempt; it returns false when the Conn was closed.

@@ -98,11 +98,14 @@ func (c *Conn) Generation() uint64 {
 	return c.genN
 }
 
-// RemoteAddr returns the peer's address of the current (or last) generation, or "" before the
-// first handshake.
+// RemoteAddr returns the peer's address on the current path (it changes when a client
+// migrates), or the last one known while no generation is up ("" before the first handshake).
 func (c *Conn) RemoteAddr() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.gen != nil {
+		return c.gen.qc.RemoteAddr().String()
+	}
 	return c.remote
 }
 
@@ -286,14 +289,15 @@ func (c *Conn) Stats() Stats {
 
 // begin makes g the current generation.
 func (c *Conn) begin(g *generation) {
+	remote := g.qc.RemoteAddr().String()
 	c.mu.Lock()
 	c.genN++
 	g.n = c.genN
+	g.log = c.log.With("remote", remote, "gen", g.n)
 	c.gen = g
-	c.remote = g.qc.RemoteAddr().String()
+	c.remote = remote
 	close(c.up)
 	c.mu.Unlock()
-	g.log = c.log.With("remote", c.remote, "gen", g.n)
 	g.log.Debug("nq: connection open")
 }
 
@@ -325,6 +329,7 @@ type generation struct {
 	acks *ackTracker // delivery acks, when the connection traces them
 
 	mu        sync.Mutex
+	sockets   []*clientSocket // sockets this connection migrated to, closed when it ends
 	streams   map[*stream]struct{}
 	down      bool
 	downCause error
@@ -344,6 +349,26 @@ func (g *generation) addStream(s *stream) bool {
 	}
 	g.streams[s] = struct{}{}
 	return true
+}
+
+// keepSocket records a socket the generation migrated to; false if it already ended.
+func (g *generation) keepSocket(s *clientSocket) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.down {
+		return false
+	}
+	g.sockets = append(g.sockets, s)
+	return true
+}
+
+// takeSockets returns the migration sockets, once the generation is down.
+func (g *generation) takeSockets() []*clientSocket {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s := g.sockets
+	g.sockets = nil
+	return s
 }
 
 func (g *generation) removeStream(s *stream) {

@@ -33,6 +33,7 @@ const (
 	mSleep         = 5
 	mClose         = 6
 	mSetupReject   = 7
+	mWhoAmI        = 11 // replies with the caller's address as the server sees it
 	mServerRequest = 10000
 	mTextNotify    = 0x7FFF
 )
@@ -222,6 +223,8 @@ func (f *fixture) handle(req *nq.Request) {
 		}
 		d := time.Duration(binary.BigEndian.Uint64(req.Payload))
 		time.AfterFunc(d, func() { req.Reply(nil) })
+	case mWhoAmI:
+		req.Reply([]byte(req.Conn().RemoteAddr()))
 	case mClose:
 		req.Reply(nil)
 		if string(req.Payload) == "conn" {

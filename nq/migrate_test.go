@@ -1,0 +1,58 @@
+package nq_test
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// TestMigration: a client Conn moves to a new local socket (a new port over udp, a new address
+// over memconn); the server sees the new address, a call in flight during the move completes,
+// and the same stream and generation carry on.
+func TestMigration(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e *env) {
+		f := startFixture(t, e, fixtureOptions{})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		conn, err := newClient(t, e, clientOptions{}).Dial(ctx, f.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := conn.OpenRPC(ctx, "rpc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		before, err := s.Call(ctx, mWhoAmI, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slow := make(chan error, 1)
+		if err := s.Go(ctx, mSleep, sleepPayload(300*time.Millisecond), func(_ []byte, err error) { slow <- err }); err != nil {
+			t.Fatal(err)
+		}
+		var to netip.AddrPort // udp: same address, new port
+		if e.net != nil {
+			to = netip.MustParseAddrPort("192.0.2.3:0") // memconn: a new address
+		}
+		if err := conn.Migrate(ctx, to); err != nil {
+			t.Fatalf("Migrate: %v", err)
+		}
+		after, err := s.Call(ctx, mWhoAmI, nil)
+		if err != nil {
+			t.Fatalf("call after migrating: %v", err)
+		}
+		if string(after) == string(before) {
+			t.Fatalf("the server still sees %s after migrating", after)
+		}
+		if e.net != nil && netip.MustParseAddrPort(string(after)).Addr() != to.Addr() {
+			t.Fatalf("server sees %s, want an address of %s", after, to.Addr())
+		}
+		if err := waitFor(t, slow, 5*time.Second, "the call in flight during the move"); err != nil {
+			t.Fatalf("call in flight during the move: %v", err)
+		}
+		if g := conn.Generation(); g != 1 {
+			t.Fatalf("generation %d after migrating, want 1", g)
+		}
+	})
+}
