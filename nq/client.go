@@ -90,6 +90,8 @@ type Client struct {
 	wg      sync.WaitGroup
 
 	dials, dialFailures, opens, closes atomic.Uint64
+	// frames of finalized Conns, so the totals never go down; guarded by mu
+	finalFramesSent, finalFramesRecv uint64
 }
 
 // ClientStats is a snapshot of a client's counters (cumulative, except where noted).
@@ -101,7 +103,7 @@ type ClientStats struct {
 	// Opens counts successful handshakes (first connections and reconnects); Closes the ends of
 	// established connections.
 	Opens, Closes uint64
-	// FramesSent and FramesReceived count RPC frames of the Conns not yet finalized.
+	// FramesSent and FramesReceived count RPC frames and records over every Conn.
 	FramesSent, FramesReceived uint64
 }
 
@@ -115,15 +117,17 @@ func (cl *Client) Stats() ClientStats {
 	conns := make([]*Conn, 0, len(cl.conns))
 	for c := range cl.conns {
 		conns = append(conns, c)
+		st.FramesSent += c.framesSent.Load()
+		st.FramesReceived += c.framesRecv.Load()
 	}
+	st.FramesSent += cl.finalFramesSent
+	st.FramesReceived += cl.finalFramesRecv
 	cl.mu.Unlock()
 	st.Conns = len(conns)
 	for _, c := range conns {
 		if c.IsOpen() {
 			st.Open++
 		}
-		st.FramesSent += c.framesSent.Load()
-		st.FramesReceived += c.framesRecv.Load()
 	}
 	return st
 }
@@ -564,6 +568,8 @@ func (c *Conn) finalize() {
 	}
 	cl.mu.Lock()
 	delete(cl.conns, c)
+	cl.finalFramesSent += c.framesSent.Load()
+	cl.finalFramesRecv += c.framesRecv.Load()
 	cl.mu.Unlock()
 	c.markEnded()
 }

@@ -267,7 +267,7 @@ type Stats struct {
 	// Packets and bytes of the current generation (bytes are QUIC payload bytes).
 	PacketsSent, PacketsReceived, PacketsLost uint64
 	BytesSent, BytesReceived, BytesLost       uint64
-	// FramesSent and FramesReceived count RPC frames over the life of the Conn.
+	// FramesSent and FramesReceived count RPC frames and records over the life of the Conn.
 	FramesSent, FramesReceived uint64
 }
 

@@ -303,7 +303,7 @@ type ServerStats struct {
 	Retries uint64
 	// InFlight is the number of requests being handled, not yet answered (a gauge).
 	InFlight int64
-	// FramesSent and FramesReceived count RPC frames over every connection.
+	// FramesSent and FramesReceived count RPC frames and records over every connection.
 	FramesSent, FramesReceived uint64
 }
 

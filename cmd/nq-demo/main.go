@@ -3,11 +3,14 @@
 // certificates made in memory. It prints requests per second, latency percentiles, CPU time per
 // request and how many RPC frames each QUIC packet carried; with -compare (the default) it then
 // runs the same workload as a hand-written pipelined echo on raw quic-go and prints the ratio.
+// With -metrics host:port it serves the Prometheus metrics of the nq server and client
+// (package github.com/naquid/naquid/metrics) at http://host:port/metrics while the nq workload
+// runs.
 //
 // Usage:
 //
 //	nq-demo [-transport udp|memconn] [-c 100] [-n 5000] [-w 32] [-size 8] [-compare=true]
-//	        [-timeout 50s] [-cpuprofile file]
+//	        [-timeout 50s] [-cpuprofile file] [-metrics host:port]
 package main
 
 import (
@@ -16,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"time"
@@ -41,6 +45,14 @@ type config struct {
 	Timeout time.Duration
 	// CPUProfile, when set, is the file a CPU profile of the nq workload is written to.
 	CPUProfile string
+	// Metrics, when set, is the address (host:port, port 0 picks one) on which /metrics serves
+	// the Prometheus metrics of the nq server and client while the nq workload runs. Default:
+	// no metrics.
+	Metrics string
+
+	// afterLoad, when set (by tests), runs once the nq workload has finished, before its server
+	// and client close.
+	afterLoad func()
 }
 
 // Defaults for zero config fields.
@@ -94,6 +106,11 @@ func (c config) validate() error {
 	case c.Timeout < 0:
 		return fmt.Errorf("timeout %v: want a positive duration", c.Timeout)
 	}
+	if c.Metrics != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics); err != nil {
+			return fmt.Errorf("metrics address %q: want host:port: %w", c.Metrics, err)
+		}
+	}
 	return nil
 }
 
@@ -107,6 +124,7 @@ func main() {
 	flag.BoolVar(&cfg.Compare, "compare", true, "also run the same workload on raw quic-go and print the ratio")
 	flag.DurationVar(&cfg.Timeout, "timeout", defaultTimeout, "bound on each workload")
 	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the nq workload to this file")
+	flag.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics at http://`host:port`/metrics while the nq workload runs")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "nq-demo: unexpected arguments %q\n", flag.Args())
@@ -137,12 +155,24 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "nq-demo: %d connections x %d calls, %d in flight, %d-byte payload, transport %s\n",
 		cfg.Conns, cfg.Calls, cfg.Window, cfg.Size, cfg.Transport)
+	var ms *metricsServer
+	if cfg.Metrics != "" {
+		var err error
+		if ms, err = listenMetrics(cfg.Metrics); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "metrics    %s while the nq workload runs\n", ms.url())
+	}
 	wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	nqRes, err := runNQ(wctx, cfg)
+	nqRes, err := runNQ(wctx, cfg, ms)
 	cancel()
+	merr := ms.close()
 	nqRes.report(out, cfg)
 	if err != nil {
 		return workloadErr(nqRes.name, cfg, err)
+	}
+	if merr != nil {
+		return merr
 	}
 	if !cfg.Compare {
 		return nil

@@ -17,8 +17,9 @@ import (
 const methodPing = 1
 
 // runNQ runs the workload on naquid: an nq.Server echoing Ping, and one nq.Client carrying every
-// connection on one socket.
-func runNQ(ctx context.Context, cfg config) (*result, error) {
+// connection on one socket. When ms is not nil, the server's and client's metrics are registered
+// on it.
+func runNQ(ctx context.Context, cfg config, ms *metricsServer) (*result, error) {
 	res := &result{name: "nq"}
 	var cl closers
 	defer cl.run()
@@ -60,6 +61,11 @@ func runNQ(ctx context.Context, cfg config) (*result, error) {
 		LocalAddr: netip.MustParseAddrPort("127.0.0.1:0"),
 	}
 	cl.add(func() { client.Close() })
+	if ms != nil {
+		if err := ms.register(srv, client); err != nil {
+			return res, err
+		}
+	}
 
 	conns := make([]*nq.Conn, cfg.Conns)
 	for i := range conns {
@@ -83,6 +89,9 @@ func runNQ(ctx context.Context, cfg config) (*result, error) {
 	}
 	wg.Wait()
 	stop()
+	if cfg.afterLoad != nil {
+		cfg.afterLoad()
+	}
 
 	var frames, packets uint64
 	for _, c := range conns {
