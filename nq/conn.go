@@ -46,14 +46,18 @@ type Conn struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu     sync.Mutex
-	gen    *generation
-	genN   uint64
-	up     chan struct{} // closed while a generation is up; replaced when it goes down
-	rpcs   map[string]*RPC
-	value  any
-	ended  bool // finalized (client) or closed (server)
-	remote string
+	mu   sync.Mutex
+	gen  *generation
+	genN uint64
+	up   chan struct{} // closed while a generation is up; replaced when it goes down
+	// early is a client generation whose 0-RTT handshake is still running: idempotent calls may
+	// use it. earlyUp is closed while it is set.
+	early   *generation
+	earlyUp chan struct{}
+	rpcs    map[string]*RPC
+	value   any
+	ended   bool // finalized (client) or closed (server)
+	remote  string
 
 	// client only
 	addr      string
@@ -67,15 +71,16 @@ type Conn struct {
 func newConn(cfg connConfig, client *Client, server *Server) *Conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Conn{
-		id:     connIDs.Add(1),
-		client: client,
-		server: server,
-		cfg:    cfg,
-		ctx:    ctx,
-		cancel: cancel,
-		done:   make(chan struct{}),
-		up:     make(chan struct{}),
-		wake:   make(chan struct{}, 1),
+		id:      connIDs.Add(1),
+		client:  client,
+		server:  server,
+		cfg:     cfg,
+		ctx:     ctx,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		up:      make(chan struct{}),
+		earlyUp: make(chan struct{}),
+		wake:    make(chan struct{}, 1),
 	}
 	c.log = cfg.log.With("conn", c.id)
 	return c
@@ -140,10 +145,13 @@ func (c *Conn) WaitOpen(ctx context.Context) error {
 func (c *Conn) current(ctx context.Context) (*generation, error) {
 	for {
 		c.mu.Lock()
-		g, up, ended := c.gen, c.up, c.ended
+		g, up, ended, early, earlyUp := c.gen, c.up, c.ended, c.early, c.earlyUp
 		c.mu.Unlock()
 		if g != nil {
 			return g, nil
+		}
+		if early != nil && isIdempotent(ctx) {
+			return early, nil
 		}
 		if ended {
 			return nil, fmt.Errorf("nq: conn %d: %w", c.id, ErrClosed)
@@ -151,8 +159,12 @@ func (c *Conn) current(ctx context.Context) (*generation, error) {
 		if c.server != nil {
 			return nil, fmt.Errorf("nq: conn %d: %w", c.id, ErrConnLost)
 		}
+		if !isIdempotent(ctx) {
+			earlyUp = nil
+		}
 		select {
 		case <-up:
+		case <-earlyUp:
 		case <-c.done:
 		case <-ctx.Done():
 			return nil, c.ctxErr(ctx)
@@ -326,7 +338,8 @@ type generation struct {
 	ctx  context.Context
 	log  *slog.Logger
 
-	acks *ackTracker // delivery acks, when the connection traces them
+	acks  *ackTracker // delivery acks, when the connection traces them
+	early atomic.Bool // the generation may carry 0-RTT data (before its handshake completes)
 
 	mu        sync.Mutex
 	sockets   []*clientSocket // sockets this connection migrated to, closed when it ends

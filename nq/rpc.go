@@ -41,6 +41,7 @@ type Request struct {
 
 	stream   *RPCStream
 	msgid    uint64
+	early    bool
 	answered atomic.Bool
 }
 
@@ -197,6 +198,12 @@ func (r *RPCStream) start(ctx context.Context, c *call, method uint32, payload [
 	}
 	if ctx.Err() != nil {
 		return r.ctxError(ctx, method)
+	}
+	if g := r.s.gen; g.early.Load() && !g.confirmed() && !isIdempotent(ctx) {
+		// Only idempotent calls travel in 0-RTT data; this one waits for the handshake.
+		if err := g.waitConfirmed(ctx); err != nil {
+			return fmt.Errorf("nq: call %s/%d: %w", r.s.name, method, err)
+		}
 	}
 	c.method = method
 	c.timeout = r.timeout
@@ -361,6 +368,9 @@ func (r *RPCStream) consume(b []byte) (int, error) {
 
 func (r *RPCStream) dispatchRequest(f wire.Frame) {
 	req := &Request{Method: f.Method, Payload: f.Payload, stream: r, msgid: f.MsgID}
+	if r.s.gen.early.Load() {
+		req.early = !r.s.gen.confirmed()
+	}
 	if r.h.OnRequest == nil {
 		req.answered.Store(true)
 		r.writeError(f.MsgID, &RemoteError{Code: CodeNoHandler, Message: "no request handler for " + r.s.name})
@@ -406,6 +416,11 @@ func (r *RPCStream) closed(err error) {
 		}
 	}
 }
+
+// Early reports whether the request arrived before the handshake completed, in 0-RTT data
+// (Server.Allow0RTT): an attacker may have replayed it. nq clients send only calls marked with
+// Idempotent that way.
+func (req *Request) Early() bool { return req.early }
 
 // Stream returns the stream the request arrived on.
 func (req *Request) Stream() *RPCStream { return req.stream }

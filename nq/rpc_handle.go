@@ -24,7 +24,7 @@ func (h *RPC) Name() string { return h.name }
 
 // Stream returns the handle's stream in the current generation, opening it if needed.
 func (h *RPC) Stream(ctx context.Context) (*RPCStream, error) {
-	if s := h.cur.Load(); s != nil && !s.s.isClosed() {
+	if s := h.cur.Load(); s != nil && h.usable(ctx, s) {
 		return s, nil
 	}
 	h.once.Do(func() { h.lock = make(chan struct{}, 1) })
@@ -34,7 +34,7 @@ func (h *RPC) Stream(ctx context.Context) (*RPCStream, error) {
 		return nil, h.conn.ctxErr(ctx)
 	}
 	defer func() { <-h.lock }()
-	if s := h.cur.Load(); s != nil && !s.s.isClosed() {
+	if s := h.cur.Load(); s != nil && h.usable(ctx, s) {
 		return s, nil
 	}
 	s, err := h.conn.OpenRPC(ctx, h.name)
@@ -43,6 +43,17 @@ func (h *RPC) Stream(ctx context.Context) (*RPCStream, error) {
 	}
 	h.cur.Store(s)
 	return s, nil
+}
+
+// usable reports whether the cached stream serves a call made with ctx: it is open, and it is not
+// a 0-RTT stream still waiting for its handshake while the call is not marked Idempotent (such a
+// call gets a stream of the confirmed connection instead).
+func (h *RPC) usable(ctx context.Context, s *RPCStream) bool {
+	if s.s.isClosed() {
+		return false
+	}
+	g := s.s.gen
+	return !g.early.Load() || g.confirmed() || isIdempotent(ctx)
 }
 
 // Call is RPCStream.Call on the handle's current stream.

@@ -57,6 +57,12 @@ type Server struct {
 	// OnDatagram receives the RFC 9221 datagrams clients send, one at a time per connection, on
 	// a goroutine of that connection; p is the caller's to keep. nil ignores datagrams.
 	OnDatagram func(c *Conn, p []byte)
+	// Allow0RTT accepts 0-RTT data from resuming clients (Client.Allow0RTT): their first calls
+	// arrive with the handshake, a round trip earlier, but can be replayed by an attacker. nq
+	// clients send only calls marked with Idempotent that way; a handler can tell such a request
+	// by Request.Early and refuse what must not run twice. With it, OnOpen may run before the
+	// handshake completes.
+	Allow0RTT bool
 	// DeliveryAcks lets sends ask for a delivery ack (RecordStream.SendAck). It traces the
 	// connection's packets, which costs 10-15% of throughput, so it is off by default.
 	DeliveryAcks bool
@@ -73,7 +79,7 @@ type Server struct {
 	tconn   transport.Conn
 	pc      net.PacketConn
 	tr      *quicgo.Transport
-	ln      *quicgo.Listener
+	ln      listener
 	conns   map[*Conn]struct{}
 	nconns  atomic.Int64
 	cfg     connConfig
@@ -137,7 +143,14 @@ func (s *Server) Listen(ctx context.Context, addr string) error {
 		qconf = qconf.Clone()
 		qconf.Tracer = tr
 	}
-	ln, err := tr.Listen(withALPN(s.TLS), qconf)
+	var ln listener
+	if s.Allow0RTT {
+		qconf = qconf.Clone()
+		qconf.Allow0RTT = true
+		ln, err = tr.ListenEarly(withALPN(s.TLS), qconf)
+	} else {
+		ln, err = tr.Listen(withALPN(s.TLS), qconf)
+	}
 	if err != nil {
 		tr.Close()
 		pc.Close()
@@ -223,7 +236,13 @@ func (r *attemptRate) add(now time.Time) int {
 // NumConns returns the number of open connections.
 func (s *Server) NumConns() int { return int(s.nconns.Load()) }
 
-func (s *Server) acceptLoop(ln *quicgo.Listener) {
+// listener is what Server needs of quic-go's Listener and EarlyListener.
+type listener interface {
+	Accept(context.Context) (*quicgo.Conn, error)
+	Close() error
+}
+
+func (s *Server) acceptLoop(ln listener) {
 	defer s.wg.Done()
 	for {
 		qc, err := ln.Accept(context.Background())
@@ -240,6 +259,7 @@ func (s *Server) serveConn(qc *quicgo.Conn) {
 	defer s.wg.Done()
 	c := newConn(s.cfg, nil, s)
 	g := newGeneration(c, qc)
+	g.early.Store(s.Allow0RTT)
 	c.begin(g)
 
 	s.mu.Lock()
