@@ -20,6 +20,7 @@ import (
 	"github.com/naquid/naquid/tools/certs/devcert"
 	"github.com/naquid/naquid/transport"
 	"github.com/naquid/naquid/transport/memconn"
+	"github.com/naquid/naquid/transport/mmsg"
 	"github.com/naquid/naquid/transport/udp"
 )
 
@@ -37,23 +38,30 @@ func (c *closers) run() {
 	}
 }
 
-// openTransports opens the server and client packet-I/O endpoints on 127.0.0.1.
-func openTransports(ctx context.Context, kind string, cl *closers) (server, client transport.Conn, err error) {
-	var factory transport.Factory
+// transportFactory returns the factory of the packet-I/O backend kind ("udp", "mmsg" or
+// "memconn"); an in-memory network is closed by cl.
+func transportFactory(kind string, cl *closers) (transport.Factory, error) {
 	switch kind {
 	case "udp":
-		factory = func(ctx context.Context, local netip.AddrPort) (transport.Conn, error) {
-			return udp.Listen(ctx, local, udp.Config{})
-		}
+		return udp.Factory(udp.Config{}), nil
+	case "mmsg":
+		return mmsg.Factory(mmsg.Config{}), nil
 	case "memconn":
 		nw, err := memconn.NewNetwork(memconn.Config{})
 		if err != nil {
-			return nil, nil, fmt.Errorf("memconn network: %w", err)
+			return nil, fmt.Errorf("memconn network: %w", err)
 		}
 		cl.add(func() { nw.Close() })
-		factory = nw.Factory()
-	default:
-		return nil, nil, fmt.Errorf("unknown transport %q", kind)
+		return nw.Factory(), nil
+	}
+	return nil, fmt.Errorf("unknown transport %q", kind)
+}
+
+// openTransports opens the server and client packet-I/O endpoints on 127.0.0.1.
+func openTransports(ctx context.Context, kind string, cl *closers) (server, client transport.Conn, err error) {
+	factory, err := transportFactory(kind, cl)
+	if err != nil {
+		return nil, nil, err
 	}
 	local := netip.MustParseAddrPort("127.0.0.1:0")
 	if server, err = factory(ctx, local); err != nil {

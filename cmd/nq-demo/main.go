@@ -9,7 +9,7 @@
 //
 // Usage:
 //
-//	nq-demo [-transport udp|memconn] [-c 100] [-n 5000] [-w 32] [-size 8] [-compare=true]
+//	nq-demo [-transport udp|mmsg|memconn] [-c 100] [-n 5000] [-w 32] [-size 8] [-compare=true]
 //	        [-timeout 50s] [-cpuprofile file] [-metrics host:port]
 package main
 
@@ -27,7 +27,8 @@ import (
 
 // config is what one run does. The zero value of a field means its default.
 type config struct {
-	// Transport is the packet-I/O backend: "udp" (kernel UDP) or "memconn" (in-memory network).
+	// Transport is the packet-I/O backend: "udp" (kernel UDP), "mmsg" (recvmmsg/sendmmsg with
+	// GSO) or "memconn" (in-memory network).
 	// Default "udp".
 	Transport string
 	// Conns is the number of client connections (C). Default 100.
@@ -93,8 +94,8 @@ func (c config) withDefaults() config {
 // validate reports the first invalid field of c (after defaults).
 func (c config) validate() error {
 	switch {
-	case c.Transport != "udp" && c.Transport != "memconn":
-		return fmt.Errorf("transport %q: want udp or memconn", c.Transport)
+	case c.Transport != "udp" && c.Transport != "mmsg" && c.Transport != "memconn":
+		return fmt.Errorf("transport %q: want udp, mmsg or memconn", c.Transport)
 	case c.Conns < 1:
 		return fmt.Errorf("connections %d: want at least 1", c.Conns)
 	case c.Calls < 1:
@@ -116,7 +117,7 @@ func (c config) validate() error {
 
 func main() {
 	var cfg config
-	flag.StringVar(&cfg.Transport, "transport", defaultTransport, "packet I/O: udp or memconn")
+	flag.StringVar(&cfg.Transport, "transport", defaultTransport, "packet I/O: udp, mmsg or memconn")
 	flag.IntVar(&cfg.Conns, "c", defaultConns, "client connections")
 	flag.IntVar(&cfg.Calls, "n", defaultCalls, "calls per connection")
 	flag.IntVar(&cfg.Window, "w", defaultWindow, "calls in flight per connection")

@@ -16,7 +16,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestRun(t *testing.T) {
-	for _, kind := range []string{"memconn", "udp"} {
+	for _, kind := range []string{"memconn", "udp", "mmsg"} {
 		t.Run(kind, func(t *testing.T) {
 			var out bytes.Buffer
 			cfg := config{Transport: kind, Conns: 3, Calls: 101, Window: 8, Compare: true, Timeout: 20 * time.Second}

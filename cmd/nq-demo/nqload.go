@@ -10,8 +10,6 @@ import (
 
 	"github.com/naquid/naquid/nq"
 	"github.com/naquid/naquid/tools/certs/devcert"
-	"github.com/naquid/naquid/transport"
-	"github.com/naquid/naquid/transport/memconn"
 )
 
 const methodPing = 1
@@ -24,14 +22,9 @@ func runNQ(ctx context.Context, cfg config, ms *metricsServer) (*result, error) 
 	var cl closers
 	defer cl.run()
 
-	var factory transport.Factory
-	if cfg.Transport == "memconn" {
-		nw, err := memconn.NewNetwork(memconn.Config{})
-		if err != nil {
-			return res, fmt.Errorf("memconn network: %w", err)
-		}
-		cl.add(func() { nw.Close() })
-		factory = nw.Factory()
+	factory, err := transportFactory(cfg.Transport, &cl)
+	if err != nil {
+		return res, err
 	}
 	certs, err := devcert.New(devcert.Options{})
 	if err != nil {
