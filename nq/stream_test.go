@@ -259,3 +259,67 @@ func TestRawStream(t *testing.T) {
 		s.Close()
 	})
 }
+
+// TestServerOpensStreams: the server opens record and raw streams to the client, whose open
+// hooks accept one and reject the other; the rejected opener sees ErrRejected.
+func TestServerOpensStreams(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e *env) {
+		conns := make(chan *nq.Conn, 1)
+		smux := nq.NewMux()
+		if err := errors.Join(
+			nq.HandleRecords(smux, "sst", nq.Bytes{}, nq.RecordHandler[[]byte]{}),
+			smux.HandleRaw("raw", nq.RawHandler{}),
+		); err != nil {
+			t.Fatal(err)
+		}
+		srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: smux, Transport: e.serverFactory,
+			OnOpen: func(c *nq.Conn) error { conns <- c; return nil }}
+		if err := srv.Listen(context.Background(), e.serverAddr); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+
+		records := make(chan string, 1)
+		cmux := nq.NewMux()
+		if err := errors.Join(
+			nq.HandleRecords(cmux, "sst", nq.Bytes{}, nq.RecordHandler[[]byte]{
+				OnRecord: func(s *nq.RecordStream[[]byte], v []byte) {
+					if s.Outgoing() {
+						t.Error("a server-opened stream reports Outgoing on the client")
+					}
+					records <- string(v)
+				},
+			}),
+			cmux.HandleRaw("raw", nq.RawHandler{
+				OnOpen: func(*nq.RawStream) error { return errors.New("no raw streams, thanks") },
+			}),
+		); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := newClient(t, e, clientOptions{mux: cmux}).Dial(ctx, srv.Addr().String()); err != nil {
+			t.Fatal(err)
+		}
+		sc := waitFor(t, conns, 5*time.Second, "the server's connection")
+		rs, err := nq.OpenRecords[[]byte](ctx, sc, "sst")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rs.Send([]byte("from the server")); err != nil {
+			t.Fatal(err)
+		}
+		if got := waitFor(t, records, 5*time.Second, "the record"); got != "from the server" {
+			t.Fatalf("record %q", got)
+		}
+		raw, err := sc.OpenRaw(ctx, "raw")
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw.Write([]byte("hello?"))
+		raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadAll(raw); !errors.Is(err, nq.ErrRejected) {
+			t.Fatalf("reading a stream the client rejected: %v, want ErrRejected", err)
+		}
+	})
+}
