@@ -188,7 +188,8 @@ func serveEcho(ln *quicgo.Listener) error {
 }
 
 // TestNQRPC runs nq's RPC workload between two namespaces: a server on afxdp, clients on kernel
-// UDP and on afxdp, each making sequential and concurrent calls.
+// UDP and on afxdp, each making sequential and concurrent calls, then the nq-demo workload
+// (scaled down: 20 connections pipelining 500 calls, 32 in flight).
 func TestNQRPC(t *testing.T) {
 	p := newPair(t)
 	b, err := bundle()
@@ -253,6 +254,67 @@ func TestNQRPC(t *testing.T) {
 				t.Error(err)
 			}
 			conn.Close()
+			pipeline(ctx, t, cl, srv.Addr().String())
 		})
+	}
+}
+
+// pipeline runs the nq-demo workload, scaled down: 20 connections, each pipelining 500 Ping
+// calls with 32 in flight from the reply callbacks; every reply must echo its call.
+func pipeline(ctx context.Context, t *testing.T, cl *nq.Client, addr string) {
+	const conns, calls, window = 20, 500, 32
+	done := make(chan error, conns)
+	for c := range conns {
+		conn, err := cl.Dial(ctx, addr)
+		if err != nil {
+			t.Fatalf("pipeline dial %d: %v", c, err)
+		}
+		rpc := conn.RPC("rpc")
+		var mu sync.Mutex
+		sent, got := 0, 0
+		var call func() error
+		call = func() error {
+			mu.Lock()
+			seq := sent
+			sent++
+			mu.Unlock()
+			payload := []byte(fmt.Sprint(seq))
+			return rpc.Go(ctx, 1, payload, func(reply []byte, err error) {
+				if err == nil && string(reply) != "1:"+string(payload) {
+					err = fmt.Errorf("connection %d call %d: reply %q", c, seq, reply)
+				}
+				if err != nil {
+					done <- err
+					return
+				}
+				mu.Lock()
+				got++
+				finished, more := got == calls, sent < calls
+				mu.Unlock()
+				switch {
+				case finished:
+					done <- nil
+				case more:
+					if err := call(); err != nil {
+						done <- err
+					}
+				}
+			})
+		}
+		for range window {
+			if err := call(); err != nil {
+				t.Fatalf("pipeline connection %d: %v", c, err)
+			}
+		}
+	}
+	for range conns {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-ctx.Done():
+			t.Fatal("pipeline: timed out")
+		}
 	}
 }
