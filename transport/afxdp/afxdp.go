@@ -63,6 +63,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/naquid/naquid/bpf"
 	"github.com/naquid/naquid/transport"
 )
 
@@ -114,34 +115,20 @@ func (m Mode) String() string {
 	}
 }
 
-// AttachMode selects the XDP hook the program is attached to.
-type AttachMode int
+// AttachMode selects the XDP hook the program is attached to (bpf.AttachMode).
+type AttachMode = bpf.AttachMode
 
 // Attach modes.
 const (
 	// AttachAuto tries driver mode and falls back to generic mode.
-	AttachAuto AttachMode = iota
+	AttachAuto = bpf.AttachAuto
 	// AttachDriver runs the program in the driver's receive path (native XDP). Devices
 	// without XDP support refuse it (ErrUnsupported).
-	AttachDriver
+	AttachDriver = bpf.AttachDriver
 	// AttachGeneric runs the program on socket buffers after the driver (SKB mode): slower,
 	// copy mode only, but available on every device.
-	AttachGeneric
+	AttachGeneric = bpf.AttachGeneric
 )
-
-// String returns "auto", "driver" or "generic".
-func (m AttachMode) String() string {
-	switch m {
-	case AttachAuto:
-		return "auto"
-	case AttachDriver:
-		return "driver"
-	case AttachGeneric:
-		return "generic"
-	default:
-		return fmt.Sprintf("AttachMode(%d)", int(m))
-	}
-}
 
 // Config configures a Conn. Only Interface is required; the port comes from the local address
 // given to New.

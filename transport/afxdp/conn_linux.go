@@ -193,7 +193,7 @@ func New(ctx context.Context, local netip.AddrPort, cfg Config) (_ *Conn, err er
 	if err != nil {
 		return nil, fail(-1, "load XDP program", err)
 	}
-	attached, err := c.prog.Attach(ifi.Index, cfg.Attach.bpfMode())
+	attached, err := c.prog.Attach(ifi.Index, cfg.Attach)
 	if err != nil {
 		e := fail(-1, fmt.Sprintf("attach XDP program (%v mode)", cfg.Attach), err)
 		switch {
@@ -253,18 +253,6 @@ func New(ctx context.Context, local netip.AddrPort, cfg Config) (_ *Conn, err er
 		return nil, fail(-1, "set up write combiner", err)
 	}
 	return c, nil
-}
-
-// bpfMode returns the bpf package's name for m.
-func (m AttachMode) bpfMode() bpf.AttachMode {
-	switch m {
-	case AttachDriver:
-		return bpf.AttachDriver
-	case AttachGeneric:
-		return bpf.AttachGeneric
-	default:
-		return bpf.AttachAuto
-	}
 }
 
 // listenShadow binds the shadow socket and records the local address and port.
