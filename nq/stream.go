@@ -47,14 +47,15 @@ type stream struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	wmu     sync.Mutex
-	written int64 // bytes appended to the stream so far: the QUIC offset of the next append
-	wbuf    []byte
-	spare   []byte
-	inPass  bool
-	werr    error // sticky write error
-	flushMu sync.Mutex
-	blocked bool // a blocking write is in progress; flushes wait for it
+	wmu        sync.Mutex
+	written    int64 // bytes appended to the stream so far: the QUIC offset of the next append
+	wbuf       []byte
+	spare      []byte
+	inPass     bool
+	werr       error // sticky write error
+	flushMu    sync.Mutex
+	blocked    bool // a blocking write is in progress; flushes leave the buffer to it
+	finPending bool // shutdown came during a blocking write: send FIN when it is done
 
 	opened   atomic.Bool // the open hook accepted the stream
 	closing  atomic.Bool
@@ -135,18 +136,38 @@ func (s *stream) flush() {
 	}
 }
 
-// blockingWrite finishes a flush that flow control held back, then resumes normal flushing.
+// blockingWrite finishes a flush that flow control held back, then sends with blocking writes
+// whatever was buffered meanwhile, in order, until the buffer is empty; then normal flushing
+// resumes (or the FIN a shutdown left for it goes out).
 func (s *stream) blockingWrite(buf []byte) {
-	_, err := s.qs.Write(buf)
-	s.recycle(buf)
-	s.flushMu.Lock()
-	s.blocked = false
-	s.flushMu.Unlock()
-	if err != nil {
-		s.failWrites(err)
-		return
+	for {
+		_, err := s.qs.Write(buf)
+		s.recycle(buf)
+		if err != nil {
+			s.flushMu.Lock()
+			s.blocked = false
+			s.flushMu.Unlock()
+			s.failWrites(err)
+			return
+		}
+		s.flushMu.Lock()
+		s.wmu.Lock()
+		buf = s.wbuf
+		if len(buf) == 0 {
+			s.wmu.Unlock()
+			s.blocked = false
+			fin := s.finPending
+			s.flushMu.Unlock()
+			if fin {
+				s.qs.Close()
+			}
+			return
+		}
+		s.wbuf = s.spare[:0]
+		s.spare = nil
+		s.wmu.Unlock()
+		s.flushMu.Unlock()
 	}
-	s.flush()
 }
 
 func (s *stream) recycle(buf []byte) {
@@ -258,10 +279,18 @@ func (s *stream) abort(code wire.StreamCode, err error) {
 	s.close(err)
 }
 
-// shutdown is the application's Close: flush what is buffered, send FIN, stop reading.
+// shutdown is the application's Close: flush what is buffered, send FIN (after a blocked write
+// has finished, if one is running), stop reading.
 func (s *stream) shutdown() {
 	s.flush()
-	s.qs.Close()
+	s.flushMu.Lock()
+	if s.blocked {
+		s.finPending = true
+		s.flushMu.Unlock()
+	} else {
+		s.flushMu.Unlock()
+		s.qs.Close()
+	}
 	s.qs.CancelRead(quicgo.StreamErrorCode(wire.StreamClosed))
 	s.close(ErrClosed)
 }

@@ -323,3 +323,57 @@ func TestServerOpensStreams(t *testing.T) {
 		}
 	})
 }
+
+// TestFlowControlBackPressure: a receiver that stops reading fills the stream's flow-control
+// window; the sender's writes queue behind a blocking write (never blocking the sender), and a
+// Close during it still delivers every record, in order, before the stream ends.
+func TestFlowControlBackPressure(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e *env) {
+		release := make(chan struct{})
+		got := make(chan int, 512)
+		ended := make(chan error, 1)
+		mux := nq.NewMux()
+		if err := nq.HandleRecords(mux, "sst", nq.Bytes{}, nq.RecordHandler[[]byte]{
+			OnRecord: func(_ *nq.RecordStream[[]byte], v []byte) {
+				<-release // the first record blocks the reader until the test lets go
+				got <- int(v[0])<<8 | int(v[1])
+			},
+			OnClose: func(_ *nq.RecordStream[[]byte], err error) { ended <- err },
+		}); err != nil {
+			t.Fatal(err)
+		}
+		addr := startEchoServer(t, e, mux, 0)
+		cmux := nq.NewMux()
+		if err := nq.HandleRecords(cmux, "sst", nq.Bytes{}, nq.RecordHandler[[]byte]{}); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		conn, err := newClient(t, e, clientOptions{mux: cmux}).Dial(ctx, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := nq.OpenRecords[[]byte](ctx, conn, "sst")
+		if err != nil {
+			t.Fatal(err)
+		}
+		const records = 400 // 400 x 8 KiB: well over the server's 1 MiB stream window
+		for i := range records {
+			rec := make([]byte, 8<<10)
+			rec[0], rec[1] = byte(i>>8), byte(i)
+			if err := s.Send(rec); err != nil {
+				t.Fatalf("send %d: %v", i, err)
+			}
+		}
+		s.Close()
+		close(release)
+		for i := range records {
+			if n := waitFor(t, got, 10*time.Second, "a record"); n != i {
+				t.Fatalf("record %d arrived as number %d", n, i)
+			}
+		}
+		if err := waitFor(t, ended, 10*time.Second, "the end of the stream"); !errors.Is(err, nq.ErrClosed) {
+			t.Fatalf("stream ended with %v, want ErrClosed (a clean end)", err)
+		}
+	})
+}
