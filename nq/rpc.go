@@ -23,9 +23,8 @@ type RPCStream struct {
 	mu     sync.Mutex
 	calls  callTable
 	nextID uint64
-	// unanswered counts requests received and not yet answered, for the server's drain
-	// accounting. When the stream closes it is settled: set far below zero, so requests
-	// answered later see a negative count and are not counted twice.
+	// unanswered counts requests received and not yet answered (server side), for Shutdown's
+	// drain; per stream, so the request path touches no counter shared between connections.
 	unanswered atomic.Int64
 	value      any
 }
@@ -377,15 +376,14 @@ func (r *RPCStream) dispatchRequest(f wire.Frame) {
 		return
 	}
 	if srv := r.s.gen.conn.server; srv != nil {
-		srv.inflight.Add(1)
+		// Count first, then check: Shutdown sets draining, then sums the counts, so either it
+		// sees this request or this request sees it draining.
+		r.unanswered.Add(1)
 		if srv.draining.Load() {
-			srv.requestDone()
+			r.unanswered.Add(-1)
 			req.answered.Store(true)
 			r.writeError(f.MsgID, &RemoteError{Code: CodeShuttingDown, Message: "server shutting down"})
 			return
-		}
-		if r.unanswered.Add(1) <= 0 {
-			srv.requestDone() // the stream already closed and settled its accounting
 		}
 	}
 	r.h.OnRequest(req)
@@ -395,9 +393,6 @@ func (r *RPCStream) writeError(msgid uint64, e *RemoteError) error {
 	return r.s.write(func(b []byte) ([]byte, error) { return wire.AppendError(b, msgid, e.Code, e.Message, e.Data) })
 }
 
-// settledCount marks a stream's request accounting as settled (see RPCStream.unanswered).
-const settledCount = -1 << 40
-
 // closed runs the close hook, then fails every pending call.
 func (r *RPCStream) closed(err error) {
 	if r.h.OnClose != nil && r.s.opened.Load() {
@@ -406,14 +401,8 @@ func (r *RPCStream) closed(err error) {
 	r.mu.Lock()
 	pending := r.calls.drain()
 	r.mu.Unlock()
-	unanswered := r.unanswered.Swap(settledCount)
 	for _, c := range pending {
 		r.finish(c, nil, fmt.Errorf("nq: call on %s: %w", r.s.name, err))
-	}
-	if srv := r.s.gen.conn.server; srv != nil {
-		for range unanswered {
-			srv.requestDone()
-		}
 	}
 }
 
@@ -464,14 +453,13 @@ func (req *Request) Fail(err error) error {
 	return req.stream.writeError(req.msgid, re)
 }
 
-// answer marks the request answered exactly once and settles the server's drain accounting.
+// answer marks the request answered exactly once, for the server's drain accounting.
 func (req *Request) answer() bool {
 	if !req.answered.CompareAndSwap(false, true) {
 		return false
 	}
-	r := req.stream
-	if srv := r.s.gen.conn.server; srv != nil && r.unanswered.Add(-1) >= 0 {
-		srv.requestDone()
+	if r := req.stream; r.s.gen.conn.server != nil {
+		r.unanswered.Add(-1)
 	}
 	return true
 }

@@ -91,8 +91,6 @@ type Server struct {
 	counters serverCounters
 
 	draining atomic.Bool
-	inflight atomic.Int64
-	drained  chan struct{}
 }
 
 // Listen binds addr ("host:port" with an IP literal host, port 0 for any) and starts accepting
@@ -160,7 +158,6 @@ func (s *Server) Listen(ctx context.Context, addr string) error {
 	s.tconn, s.pc, s.tr, s.ln = tc, pc, tr, ln
 	s.conns = make(map[*Conn]struct{})
 	s.stopped = make(chan struct{})
-	s.drained = make(chan struct{}, 1)
 	s.mu.Unlock()
 	s.wg.Add(1)
 	go s.acceptLoop(ln)
@@ -342,19 +339,34 @@ func (s *Server) Stats() ServerStats {
 	st.Conns = int(s.nconns.Load())
 	st.Accepted, st.Refused = s.counters.accepted.Load(), s.counters.refused.Load()
 	st.Retries = s.retries.Load()
-	st.InFlight = s.inflight.Load()
+	st.InFlight = s.inFlight()
 	return st
 }
 
-// requestDone settles one request in the drain accounting.
-func (s *Server) requestDone() {
-	if s.inflight.Add(-1) == 0 && s.draining.Load() {
-		select {
-		case s.drained <- struct{}{}:
-		default:
+// inFlight sums the requests being handled, not yet answered, over the open streams.
+func (s *Server) inFlight() int64 {
+	s.mu.Lock()
+	conns := slices.Collect(maps.Keys(s.conns))
+	s.mu.Unlock()
+	var n int64
+	for _, c := range conns {
+		c.mu.Lock()
+		g := c.gen
+		c.mu.Unlock()
+		if g == nil {
+			continue
+		}
+		for _, st := range g.snapshot() {
+			if r, ok := st.proto.(*RPCStream); ok {
+				n += max(r.unanswered.Load(), 0)
+			}
 		}
 	}
+	return n
 }
+
+// drainPoll is how often Shutdown looks whether the requests in flight are done.
+const drainPoll = 2 * time.Millisecond
 
 // Shutdown drains the server: new connections and new calls are refused (calls fail with a
 // *RemoteError matching ErrServerShutdown), requests already being handled get their answers,
@@ -370,11 +382,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	s.draining.Store(true)
 	var drainErr error
-	for s.inflight.Load() > 0 && drainErr == nil {
+	tick := time.NewTicker(drainPoll)
+	defer tick.Stop()
+	for n := s.inFlight(); n > 0 && drainErr == nil; n = s.inFlight() {
 		select {
-		case <-s.drained:
+		case <-tick.C:
 		case <-ctx.Done():
-			drainErr = fmt.Errorf("nq: shutdown: %d requests still unanswered: %w", s.inflight.Load(), ctx.Err())
+			drainErr = fmt.Errorf("nq: shutdown: %d requests still unanswered: %w", n, ctx.Err())
 		}
 	}
 	s.closeAll(wire.ConnServerShutdown, "server shutting down")
