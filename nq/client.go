@@ -112,6 +112,24 @@ type ClientStats struct {
 	FramesSent, FramesReceived uint64
 }
 
+// TransportStats returns the summed counters of the client's packet sockets, and false when the
+// backend keeps none (transport.Stats) or no socket is open yet.
+func (cl *Client) TransportStats() (transport.Counters, bool) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	var sum transport.Counters
+	found := false
+	for _, s := range cl.sockets {
+		st, ok := s.tc.(transport.Stats)
+		if !ok {
+			continue
+		}
+		found = true
+		sum.Add(st.Stats())
+	}
+	return sum, found
+}
+
 // Stats returns the client's counters.
 func (cl *Client) Stats() ClientStats {
 	st := ClientStats{

@@ -343,6 +343,19 @@ func (s *Server) Stats() ServerStats {
 	return st
 }
 
+// TransportStats returns the counters of the server's packet transport, and false when the
+// backend keeps none (transport.Stats) or the server is not listening. Kernel UDP hands its
+// socket to quic-go, so its counters stay at zero.
+func (s *Server) TransportStats() (transport.Counters, bool) {
+	s.mu.Lock()
+	tc := s.tconn
+	s.mu.Unlock()
+	if st, ok := tc.(transport.Stats); ok {
+		return st.Stats(), true
+	}
+	return transport.Counters{}, false
+}
+
 // inFlight sums the requests being handled, not yet answered, over the open streams.
 func (s *Server) inFlight() int64 {
 	s.mu.Lock()

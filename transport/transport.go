@@ -178,3 +178,17 @@ type Counters struct {
 	// on consume (AF_XDP).
 	RingFull, RingEmpty uint64
 }
+
+// Add adds o's counts to c.
+func (c *Counters) Add(o Counters) {
+	c.PacketsRead += o.PacketsRead
+	c.PacketsWritten += o.PacketsWritten
+	c.BytesRead += o.BytesRead
+	c.BytesWritten += o.BytesWritten
+	c.ReadCalls += o.ReadCalls
+	c.WriteCalls += o.WriteCalls
+	c.Drops += o.Drops
+	c.KernelDrops += o.KernelDrops
+	c.RingFull += o.RingFull
+	c.RingEmpty += o.RingEmpty
+}

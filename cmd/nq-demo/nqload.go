@@ -10,6 +10,7 @@ import (
 
 	"github.com/naquid/naquid/nq"
 	"github.com/naquid/naquid/tools/certs/devcert"
+	"github.com/naquid/naquid/transport"
 )
 
 const methodPing = 1
@@ -70,6 +71,7 @@ func runNQ(ctx context.Context, cfg config, ms *metricsServer) (*result, error) 
 	}
 
 	workers := make([]*pipeliner, cfg.Conns)
+	sock0 := socketCounters(srv, client)
 	stop, err := res.start(cfg)
 	if err != nil {
 		return res, err
@@ -82,6 +84,11 @@ func runNQ(ctx context.Context, cfg config, ms *metricsServer) (*result, error) 
 	}
 	wg.Wait()
 	stop()
+	if d := socketCounters(srv, client); d.PacketsRead+d.PacketsWritten > sock0.PacketsRead+sock0.PacketsWritten {
+		calls := d.ReadCalls + d.WriteCalls - sock0.ReadCalls - sock0.WriteCalls
+		pkts := d.PacketsRead + d.PacketsWritten - sock0.PacketsRead - sock0.PacketsWritten
+		res.syscalls = float64(calls) / float64(pkts)
+	}
 	if cfg.afterLoad != nil {
 		cfg.afterLoad()
 	}
@@ -182,4 +189,17 @@ func (w *pipeliner) finish(err error) {
 	case w.done <- err:
 	default:
 	}
+}
+
+// socketCounters sums the server's and the client's transport counters (zero for backends that
+// keep none, such as kernel UDP, whose socket quic-go drives itself).
+func socketCounters(srv *nq.Server, client *nq.Client) transport.Counters {
+	var sum transport.Counters
+	if st, ok := srv.TransportStats(); ok {
+		sum.Add(st)
+	}
+	if st, ok := client.TransportStats(); ok {
+		sum.Add(st)
+	}
+	return sum
 }

@@ -17,6 +17,7 @@ type result struct {
 	cpu       time.Duration   // process CPU time (user + system) while measuring
 	latencies []time.Duration // one per completed call, in no particular order
 	frames    float64         // RPC frames per QUIC packet sent by the clients (nq only)
+	syscalls  float64         // socket system calls per datagram, both ends (backends that count)
 }
 
 // start begins measuring (and profiling, when asked for the nq workload) and returns the
@@ -64,6 +65,9 @@ func (r *result) report(out io.Writer, cfg config) {
 	fmt.Fprintf(out, "  cpu        %.2f us per call (server and clients together)\n", float64(r.cpu.Nanoseconds())/1e3/float64(done))
 	if r.frames > 0 {
 		fmt.Fprintf(out, "  batching   %.1f RPC frames per QUIC packet (client side)\n", r.frames)
+	}
+	if r.syscalls > 0 {
+		fmt.Fprintf(out, "  syscalls   %.3f per datagram (both sockets)\n", r.syscalls)
 	}
 }
 
