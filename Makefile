@@ -32,9 +32,12 @@ vet:
 staticcheck: setup
 	$(STATICCHECK) $(PKGS)
 
+# The acceptance suite (naquid's e2e scenarios) runs a second time over the mmsg backend.
+ACCEPTANCE := TestRPC|TestTimeout|TestReconnectClient|TestReconnectServer|TestShutdown|TestChaos|TestRoom|TestHostilePeer|TestStreams|TestDatagrams|TestMigration
+
 unit:
 	$(GO) test $(TESTFLAGS) $(PKGS)
-	$(GO) test $(TESTFLAGS) ./nq/ -args -nq.transport=mmsg
+	$(GO) test $(TESTFLAGS) -run '$(ACCEPTANCE)' ./nq/ -args -nq.transport=mmsg
 
 ## xdp-test: everything that needs root, network namespaces, BPF or AF_XDP (make test runs these
 ## too when run as root). The allocation guard runs without -race, which defeats sync.Pool.
