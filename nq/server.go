@@ -116,6 +116,19 @@ func (s *Server) Listen(ctx context.Context, addr string) error {
 	}
 	s.started = true
 	s.mu.Unlock()
+	if err := s.listen(ctx, ap); err != nil {
+		s.mu.Lock()
+		s.started = false // a failed Listen may be retried
+		s.mu.Unlock()
+		return err
+	}
+	s.wg.Add(1)
+	go s.acceptLoop(s.ln)
+	return nil
+}
+
+// listen opens the socket and the QUIC listener on ap.
+func (s *Server) listen(ctx context.Context, ap netip.AddrPort) error {
 
 	s.cfg = connConfig{mux: s.Mux, maxFrame: s.MaxFrameSize, log: s.Logger}
 	fillConnConfig(&s.cfg)
@@ -159,8 +172,6 @@ func (s *Server) Listen(ctx context.Context, addr string) error {
 	s.conns = make(map[*Conn]struct{})
 	s.stopped = make(chan struct{})
 	s.mu.Unlock()
-	s.wg.Add(1)
-	go s.acceptLoop(ln)
 	return nil
 }
 
