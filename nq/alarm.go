@@ -8,16 +8,16 @@ import (
 // Alarm is a timer owned by a connection or a stream: once its owner has ended, it never starts
 // its function again. Create one with Conn.AfterFunc or the streams' AfterFunc.
 type Alarm struct {
-	owner   context.Context
-	f       func()
-	timer   *time.Timer
-	unwatch func() bool
+	owner context.Context
+	f     func()
+	timer *time.Timer
 }
 
+// newAlarm arms f. The owner is checked when the timer fires (no watch is registered on it, so
+// an alarm costs nothing once it has fired or been stopped).
 func newAlarm(owner context.Context, d time.Duration, f func()) *Alarm {
 	a := &Alarm{owner: owner, f: f}
 	a.timer = time.AfterFunc(d, a.fire)
-	a.unwatch = context.AfterFunc(owner, func() { a.timer.Stop() })
 	return a
 }
 
@@ -29,7 +29,7 @@ func (a *Alarm) fire() {
 }
 
 // Stop prevents the alarm from firing. It reports whether the call stopped it (false when it
-// had already fired, been stopped, or its owner ended).
+// had already fired or been stopped).
 func (a *Alarm) Stop() bool {
 	return a.timer.Stop()
 }

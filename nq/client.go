@@ -63,7 +63,8 @@ type Client struct {
 	// close after an open). nil means DefaultBackoff. Its return value is ignored when the
 	// close was caused by Conn.Close.
 	OnClose func(c *Conn, err error, attempt int) time.Duration
-	// OnFinalize runs once when a Conn ends for good, after Conn.Close.
+	// OnFinalize runs once when a Conn ends for good, after Conn.Close. Hooks must not call
+	// Client.Close, which waits for them; start it on another goroutine.
 	OnFinalize func(c *Conn)
 	// OnDatagram receives the RFC 9221 datagrams the server sends, one at a time per Conn, on a
 	// goroutine of that Conn; p is the caller's to keep. It stays in force across reconnects.
@@ -410,10 +411,29 @@ func (cl *Client) dial(ctx context.Context, addr string) (*quicgo.Conn, error) {
 		conf.ServerName = host
 	}
 	to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, port))
+	var qc *quicgo.Conn
 	if cl.Allow0RTT {
-		return s.tr.DialEarly(ctx, to, conf, cl.quic)
+		qc, err = s.tr.DialEarly(ctx, to, conf, cl.quic)
+	} else {
+		qc, err = s.tr.Dial(ctx, to, conf, cl.quic)
 	}
-	return s.tr.Dial(ctx, to, conf, cl.quic)
+	if errors.Is(err, quicgo.ErrTransportClosed) {
+		cl.dropSocket(ip.Is4(), s) // the socket broke: the next attempt opens a new one
+	}
+	return qc, err
+}
+
+// dropSocket forgets a broken shared socket (if it is still the current one) and closes it.
+// Connections still on it were lost with it.
+func (cl *Client) dropSocket(v4 bool, s *clientSocket) {
+	cl.mu.Lock()
+	if cl.sockets[v4] != s {
+		cl.mu.Unlock()
+		return
+	}
+	delete(cl.sockets, v4)
+	cl.mu.Unlock()
+	s.close(cl.cfg.log)
 }
 
 // supervise runs a client Conn: connect, serve, close, wait, reconnect — until Close.
@@ -457,6 +477,9 @@ func (c *Conn) supervise() {
 			closeErr = ce
 		}
 		attempt++
+		c.mu.Lock()
+		c.lastErr = closeErr
+		c.mu.Unlock()
 		wait := time.Duration(0)
 		if cl.OnClose != nil {
 			wait = cl.OnClose(c, closeErr, attempt)
@@ -513,8 +536,8 @@ func (c *Conn) serveGeneration(qc *quicgo.Conn) (closeErr error, opened bool) {
 		break
 	}
 	<-accepted
+	c.end() // calls from now on wait for the next generation instead of failing on this one
 	ce := g.teardown()
-	c.end()
 	for _, s := range g.takeSockets() {
 		s.close(c.log)
 	}
@@ -642,6 +665,7 @@ func (c *Conn) waitReconnect(wait time.Duration) bool {
 // finalize ends a client Conn for good.
 func (c *Conn) finalize() {
 	cl := c.client
+	c.cancel() // alarms stop before the finalize hook
 	if cl.OnFinalize != nil {
 		cl.OnFinalize(c)
 	}

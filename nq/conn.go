@@ -58,6 +58,7 @@ type Conn struct {
 	value   any
 	ended   bool // finalized (client) or closed (server)
 	remote  string
+	lastErr error // why the last connection attempt or generation ended
 
 	// client only
 	addr      string
@@ -172,11 +173,18 @@ func (c *Conn) current(ctx context.Context) (*generation, error) {
 	}
 }
 
-// ctxErr reports a ctx that ended while waiting for the connection (a deadline is ErrTimeout).
+// ctxErr reports a ctx that ended while waiting for the connection (a deadline is ErrTimeout),
+// with why the last attempt failed, if one did.
 func (c *Conn) ctxErr(ctx context.Context) error {
 	err := ctx.Err()
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = ErrTimeout
+	}
+	c.mu.Lock()
+	last := c.lastErr
+	c.mu.Unlock()
+	if last != nil {
+		return fmt.Errorf("nq: conn %d: waiting for the connection (last attempt: %v): %w", c.id, last, err)
 	}
 	return fmt.Errorf("nq: conn %d: waiting for the connection: %w", c.id, err)
 }
@@ -434,13 +442,14 @@ func (g *generation) closeError(cause error) *CloseError {
 		ce.Remote = ae.Remote
 		ce.Code = uint64(ae.ErrorCode)
 		ce.Reason = ae.ErrorMessage
+		code := wire.ConnCode(ae.ErrorCode)
 		switch {
-		case ae.Remote && wire.ConnCode(ae.ErrorCode) == wire.ConnServerShutdown:
+		case code == wire.ConnRejected:
+			ce.kind = ErrRejected // refused by the server's open hook, MaxConns (either side's view)
+		case ae.Remote && code == wire.ConnServerShutdown:
 			ce.kind = ErrServerShutdown
-		case ae.Remote && wire.ConnCode(ae.ErrorCode) == wire.ConnRejected:
-			ce.kind = ErrRejected
-		case !ae.Remote && wire.ConnCode(ae.ErrorCode) == wire.ConnClosedByApp:
-			ce.kind = ErrClosed
+		case !ae.Remote && (code == wire.ConnClosedByApp || code == wire.ConnServerShutdown):
+			ce.kind = ErrClosed // this end's application closed it (Close, Server.Shutdown)
 		}
 		return ce
 	}

@@ -109,7 +109,7 @@ func (rs *RawStream) Read(p []byte) (int, error) {
 // Write writes bytes to the stream, blocking while flow control holds them back (see
 // SetWriteDeadline).
 func (rs *RawStream) Write(p []byte) (int, error) {
-	rs.s.flush() // the preamble, if still buffered
+	rs.s.drain() // the preamble, if still buffered, goes first
 	n, err := rs.s.qs.Write(p)
 	if err != nil {
 		err = rs.wrap(err)
@@ -127,7 +127,7 @@ func (rs *RawStream) wrap(err error) error {
 
 // CloseWrite closes the write direction: the peer reads io.EOF after the bytes written so far.
 func (rs *RawStream) CloseWrite() error {
-	rs.s.flush()
+	rs.s.drain()
 	return rs.s.qs.Close()
 }
 

@@ -157,6 +157,9 @@ func (rs *RecordStream[T]) appendRecord(b []byte, v T) ([]byte, error) {
 func (rs *RecordStream[T]) consume(b []byte) (int, error) {
 	used := 0
 	for used < len(b) {
+		if rs.s.isClosed() {
+			return len(b), nil // a handler closed the stream: drop the rest of the chunk
+		}
 		payload, n, err := wire.ParseRecord(b[used:], rs.s.maxFrame)
 		if errors.Is(err, wire.ErrShort) {
 			return used, nil

@@ -326,7 +326,7 @@ func (r *RPCStream) finish(c *call, reply []byte, err error) {
 }
 
 func (r *RPCStream) closedErr() error {
-	if err := r.s.closeErr; err != nil {
+	if err := r.s.closeError(); err != nil {
 		return err
 	}
 	return ErrClosed
@@ -336,6 +336,9 @@ func (r *RPCStream) closedErr() error {
 func (r *RPCStream) consume(b []byte) (int, error) {
 	used := 0
 	for used < len(b) {
+		if r.s.isClosed() {
+			return len(b), nil // a handler closed the stream: drop the rest of the chunk
+		}
 		f, n, err := wire.ParseFrame(b[used:], r.s.maxFrame)
 		if errors.Is(err, wire.ErrShort) {
 			return used, nil

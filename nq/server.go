@@ -52,7 +52,9 @@ type Server struct {
 	// OnOpen runs when a connection's handshake has completed, before its streams are served.
 	// Returning an error closes the connection; the client sees ErrRejected.
 	OnOpen func(c *Conn) error
-	// OnClose runs once when a connection ends (after its streams' close hooks), with the reason.
+	// OnClose runs once when a connection that OnOpen accepted ends (after its streams' close
+	// hooks and the failure of their pending calls), with the reason. Hooks must not call
+	// Server.Close or Shutdown, which wait for them; start those on another goroutine.
 	OnClose func(c *Conn, err error)
 	// OnDatagram receives the RFC 9221 datagrams clients send, one at a time per connection, on
 	// a goroutine of that connection; p is the caller's to keep. nil ignores datagrams.
@@ -278,6 +280,9 @@ func (s *Server) serveConn(qc *quicgo.Conn) {
 	s.mu.Unlock()
 	n := s.nconns.Add(1)
 	s.counters.accepted.Add(1)
+	// Only a connection the server accepted is announced to the application: OnOpen and OnClose
+	// bracket it; a refused one is closed without either.
+	accepted := false
 	switch {
 	case closed || s.draining.Load():
 		s.counters.refused.Add(1)
@@ -289,15 +294,23 @@ func (s *Server) serveConn(qc *quicgo.Conn) {
 		if err := s.OnOpen(c); err != nil {
 			s.counters.refused.Add(1)
 			g.closeLocal(wire.ConnRejected, err.Error())
+		} else {
+			accepted = true
 		}
+	default:
+		accepted = true
 	}
-	if s.OnDatagram != nil {
-		go g.receiveDatagrams(s.OnDatagram)
+	if accepted {
+		if s.OnDatagram != nil {
+			go g.receiveDatagrams(s.OnDatagram)
+		}
+		g.acceptLoop()
 	}
-	g.acceptLoop()
+	<-qc.Context().Done()
+	c.end() // calls from now on see the connection gone, not a dying generation
 	ce := g.teardown()
-	c.end()
-	if s.OnClose != nil {
+	c.cancel() // alarms stop before the close hook
+	if accepted && s.OnClose != nil {
 		s.OnClose(c, ce)
 	}
 	s.nconns.Add(-1)

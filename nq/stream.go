@@ -52,10 +52,12 @@ type stream struct {
 	wbuf       []byte
 	spare      []byte
 	inPass     bool
-	werr       error // sticky write error
+	werr       error // sticky: later writes fail with it (set by a failure or a close)
+	failed     bool  // a write to quic-go failed: nothing more is sent
 	flushMu    sync.Mutex
-	blocked    bool // a blocking write is in progress; flushes leave the buffer to it
-	finPending bool // shutdown came during a blocking write: send FIN when it is done
+	blocked    bool          // a blocking write is in progress; flushes leave the buffer to it
+	finPending bool          // shutdown came during a blocking write: send FIN when it is done
+	unblocked  chan struct{} // closed when the blocking write ends (made when it starts)
 
 	opened   atomic.Bool // the open hook accepted the stream
 	closing  atomic.Bool
@@ -113,7 +115,7 @@ func (s *stream) flush() {
 	}
 	s.wmu.Lock()
 	buf := s.wbuf
-	if len(buf) == 0 || s.werr != nil {
+	if len(buf) == 0 || s.failed {
 		s.wmu.Unlock()
 		s.flushMu.Unlock()
 		return
@@ -125,6 +127,7 @@ func (s *stream) flush() {
 	err := s.qs.TryWriteAll(buf)
 	if errors.Is(err, quicgo.ErrWouldBlock) {
 		s.blocked = true
+		s.unblocked = make(chan struct{})
 		s.flushMu.Unlock()
 		go s.blockingWrite(buf)
 		return
@@ -146,6 +149,7 @@ func (s *stream) blockingWrite(buf []byte) {
 		if err != nil {
 			s.flushMu.Lock()
 			s.blocked = false
+			close(s.unblocked)
 			s.flushMu.Unlock()
 			s.failWrites(err)
 			return
@@ -156,6 +160,7 @@ func (s *stream) blockingWrite(buf []byte) {
 		if len(buf) == 0 {
 			s.wmu.Unlock()
 			s.blocked = false
+			close(s.unblocked)
 			fin := s.finPending
 			s.flushMu.Unlock()
 			if fin {
@@ -170,6 +175,23 @@ func (s *stream) blockingWrite(buf []byte) {
 	}
 }
 
+// drain flushes and waits until nothing buffered remains behind a blocking write, so that
+// bytes written directly to the QUIC stream afterwards cannot overtake buffered ones (the
+// preamble of a raw stream).
+func (s *stream) drain() {
+	for {
+		s.flush()
+		s.flushMu.Lock()
+		if !s.blocked {
+			s.flushMu.Unlock()
+			return
+		}
+		ch := s.unblocked
+		s.flushMu.Unlock()
+		<-ch
+	}
+}
+
 func (s *stream) recycle(buf []byte) {
 	if cap(buf) > 4*flushThreshold {
 		return // do not keep a huge buffer around after a burst
@@ -181,14 +203,19 @@ func (s *stream) recycle(buf []byte) {
 	s.wmu.Unlock()
 }
 
+// failWrites records a write failure and closes the stream. The close (hooks, pending calls)
+// runs on its own goroutine: the failure surfaces inside whatever goroutine wrote, which may be
+// the application's, holding its own locks.
 func (s *stream) failWrites(err error) {
+	cerr := s.gen.classify(err)
 	s.wmu.Lock()
 	if s.werr == nil {
-		s.werr = s.gen.classify(err)
+		s.werr = cerr
 	}
+	s.failed = true
 	s.wbuf = s.wbuf[:0]
 	s.wmu.Unlock()
-	s.close(s.gen.classify(err))
+	go s.close(cerr)
 }
 
 // setPass marks the start or the end of a handler pass. Ending a pass flushes.
@@ -282,6 +309,11 @@ func (s *stream) abort(code wire.StreamCode, err error) {
 // shutdown is the application's Close: flush what is buffered, send FIN (after a blocked write
 // has finished, if one is running), stop reading.
 func (s *stream) shutdown() {
+	s.wmu.Lock()
+	if s.werr == nil {
+		s.werr = ErrClosed // later writes fail; what is buffered still goes out
+	}
+	s.wmu.Unlock()
 	s.flush()
 	s.flushMu.Lock()
 	if s.blocked {
@@ -299,19 +331,33 @@ func (s *stream) shutdown() {
 // A second call returns at once (it may come from inside a hook); wait on s.done to know the
 // close has finished.
 func (s *stream) close(err error) {
-	if !s.closing.CompareAndSwap(false, true) {
+	s.wmu.Lock()
+	if s.closing.Load() {
+		s.wmu.Unlock()
 		return
 	}
 	s.closeErr = err
-	s.wmu.Lock()
 	if s.werr == nil {
 		s.werr = err
 	}
+	s.closing.Store(true)
 	s.wmu.Unlock()
 	s.cancel()
-	s.gen.removeStream(s)
+	if t := s.gen.acks; t != nil && !errors.Is(err, ErrClosed) {
+		t.failStream(s.qs.StreamID(), err) // reset or broken: the bytes in flight are lost
+	}
 	s.proto.closed(err)
+	// Leave the registry only now: a connection teardown that finds the stream still listed
+	// waits for this close to finish before running the connection's close hook.
+	s.gen.removeStream(s)
 	close(s.done)
+}
+
+// closeError returns why the stream closed (nil while open).
+func (s *stream) closeError() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.closeErr
 }
 
 // isClosed reports whether the stream has started closing.
