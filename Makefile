@@ -5,7 +5,7 @@ STATICCHECK := .bin/staticcheck
 # The race detector multiplies CPU time; on 2 cores keep the package parallelism modest.
 TESTFLAGS ?= -race -count=1 -timeout 8m
 
-.PHONY: all setup demo test lint fmt-check vet staticcheck unit xdp-test clean
+.PHONY: all setup demo test lint fmt-check vet staticcheck unit xdp-test bench bench-check profile clean
 
 all: test
 
@@ -18,7 +18,7 @@ demo:
 
 ## test: formatting, vet, staticcheck and every test under the race detector. As root this
 ## includes the tests that need network namespaces, BPF and AF_XDP.
-test: setup lint unit
+test: setup lint unit bench-check
 
 lint: fmt-check vet staticcheck
 
@@ -38,6 +38,19 @@ ACCEPTANCE := TestRPC|TestTimeout|TestReconnectClient|TestReconnectServer|TestSh
 unit:
 	$(GO) test $(TESTFLAGS) $(PKGS)
 	$(GO) test $(TESTFLAGS) -run '$(ACCEPTANCE)' ./nq/ -args -nq.transport=mmsg
+
+## bench: the default nqbench suite (under 5 minutes): nq against raw quic-go, TCP, TLS, gRPC and
+## kcp-go+smux; writes bench/results/latest.md and prints the change from the last run.
+bench:
+	cd bench && ./run.sh $(BENCHFLAGS)
+
+## bench-check: the bench module (its own go.mod, so ./... above skips it) is linted and tested.
+bench-check: setup
+	cd bench && gofmt -l . | (! grep .) && $(GO) vet ./... && ../$(STATICCHECK) ./... && $(GO) test -race -count=1 ./...
+
+## profile: CPU, heap, mutex and block profiles of a bench workload, with flame graphs.
+profile:
+	bash scripts/profile.sh $(PROFILEFLAGS)
 
 ## xdp-test: everything that needs root, network namespaces, BPF or AF_XDP (make test runs these
 ## too when run as root). The allocation guard runs without -race, which defeats sync.Pool.

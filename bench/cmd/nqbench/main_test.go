@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/naquid/naquid/bench/internal/report"
+	"github.com/naquid/naquid/bench/internal/workload"
+)
+
+// runAsNQBench makes the test binary act as nqbench when it is started as a child process by
+// the command under test (isolated runs, the idle client).
+const runAsNQBench = "NQBENCH_TEST_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(runAsNQBench) == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func TestParseOptionsRejects(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-workloads", "soak"}, "-workloads"},
+		{[]string{"-workloads", ""}, "-workloads is empty"},
+		{[]string{"-stacks", "enet"}, "-stacks"},
+		{[]string{"-transports", "dpdk"}, "-transports"},
+		{[]string{"-mode", "both"}, "-mode"},
+		{[]string{"-addr", "127.0.0.1:1"}, "-addr is for"},
+		{[]string{"-mode", "client"}, "needs -addr"},
+		{[]string{"-mode", "client", "-addr", "127.0.0.1:1"}, "needs -certs"},
+		{[]string{"-mode", "client", "-addr", "127.0.0.1:1", "-certs", "x", "-workloads", "storm"}, "cannot run storm"},
+		{[]string{"-mode", "server", "-stacks", "nq,tcp"}, "exactly one"},
+		{[]string{"-mode", "server", "-stacks", "nq", "-addr", "localhost"}, "-addr"},
+		{[]string{"-per-socket", "-1"}, "-per-socket"},
+		{[]string{"-timeout", "0s"}, "-timeout"},
+		{[]string{"-storm-variants", "half"}, "-storm-variants"},
+		{[]string{"-storm-variants", ""}, "-storm-variants is empty"},
+		{[]string{"-storm-recovery", "0s"}, "-storm-recovery"},
+		{[]string{"-threshold", "-1"}, "-threshold"},
+		{[]string{"extra"}, "unexpected arguments"},
+	} {
+		_, err := parseOptions(tc.args, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("parseOptions(%q) = %v, want an error mentioning %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestPlan(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{nil, []string{"pipeline nq/udp", "pipeline quic", "pipeline tcp", "pipeline tls", "pipeline grpc", "pipeline kcp"}},
+		{[]string{"-workloads", "tick,storm", "-transports", "udp,mmsg"}, []string{
+			"tick nq/udp", "tick nq/mmsg", "tick quic", "storm nq/udp", "storm nq/mmsg"}},
+		{[]string{"-workloads", "idle,storm", "-stacks", "tcp,nq"}, []string{"idle tcp", "idle nq/udp", "storm nq/udp"}},
+	} {
+		o, err := parseOptions(tc.args, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range o.plan() {
+			got = append(got, r.String())
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("plan(%q) = %q, want %q", tc.args, got, tc.want)
+		}
+	}
+	o, _ := parseOptions([]string{"-per-socket", "7"}, &bytes.Buffer{})
+	if o.perSocketFor(workload.Tick) != 7 {
+		t.Error("-per-socket does not override the workload default")
+	}
+}
+
+func TestChildArgsOverride(t *testing.T) {
+	args := childArgs([]string{"-stacks", "nq,tcp", "-json", "out.jsonl", "-from", "a.jsonl"}, runSpec{workload: "storm", stack: "nq", transport: "mmsg"})
+	o, err := parseOptions(args, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.child || o.isolate || o.jsonPath != "" || len(o.from) != 0 || len(o.plan()) != 1 || o.plan()[0].String() != "storm nq/mmsg" {
+		t.Errorf("child options: %+v, plan %v", o, o.plan())
+	}
+}
+
+// TestSuiteInProcess runs two small pipelines in this process and checks every output.
+func TestSuiteInProcess(t *testing.T) {
+	dir := t.TempDir()
+	jsonPath, mdPath := filepath.Join(dir, "r.jsonl"), filepath.Join(dir, "r.md")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	args := []string{"-isolate=false", "-quiet", "-stacks", "nq,tcp", "-c", "2", "-n", "100", "-w", "4",
+		"-json", jsonPath, "-md", mdPath, "-compare", filepath.Join(dir, "missing.jsonl")}
+	var stdout, stderr bytes.Buffer
+	if err := run(ctx, args, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "ratio nq/tcp pipeline ") {
+		t.Errorf("last line %q, want the ratio line", last)
+	}
+	saved, err := readResults(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(saved) != 2 || saved[0].Stack != "nq/udp" || saved[1].Stack != "tcp" || saved[0].Requests != 200 {
+		t.Errorf("saved results: %+v", saved)
+	}
+	md, err := os.ReadFile(mdPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"### pipeline", "| nq/udp |", "ratio nq/tcp pipeline", "no previous results"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("%s lacks %q", mdPath, want)
+		}
+	}
+
+	// A second run compares itself with the first.
+	stdout.Reset()
+	args[len(args)-1] = jsonPath
+	args = append(args, "-json", filepath.Join(dir, "second.jsonl"))
+	if err := run(ctx, args, &stdout, &stderr); err != nil {
+		t.Fatalf("second run: %v", err)
+	}
+	if !strings.Contains(stdout.String(), "pipeline tcp req/s ") {
+		t.Errorf("second run printed no comparison:\n%s", stdout.String())
+	}
+}
+
+// TestIsolatedRuns runs a pipeline and the idle workload in child processes (this test binary
+// acting as nqbench), with profiles.
+func TestIsolatedRuns(t *testing.T) {
+	t.Setenv(runAsNQBench, "1")
+	prof := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	args := []string{"-quiet", "-workloads", "pipeline,idle", "-stacks", "tcp", "-c", "2", "-n", "100",
+		"-idle-k", "20", "-timeout", "30s", "-profile-dir", prof}
+	var stdout, stderr bytes.Buffer
+	if err := run(ctx, args, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
+	}
+	res, err := report.ReadJSON(&stdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 2 || res[0].Workload != workload.Pipeline || res[1].Workload != workload.Idle {
+		t.Fatalf("results: %+v", res)
+	}
+	if res[1].Conns != 20 || res[1].ConnsPerSec <= 0 || res[0].PeakRSSKiB <= 0 {
+		t.Errorf("implausible results: %+v", res)
+	}
+	for _, name := range []string{"pipeline-tcp.cpu.pprof", "pipeline-tcp.heap.pprof", "idle-tcp.mutex.pprof", "idle-tcp.block.pprof"} {
+		if fi, err := os.Stat(filepath.Join(prof, name)); err != nil || fi.Size() == 0 {
+			t.Errorf("profile %s: %v", name, err)
+		}
+	}
+}
+
+// TestServerAndClientModes serves nq in one process and runs a pipeline against it from this
+// one, with the certificates going through files.
+func TestServerAndClientModes(t *testing.T) {
+	t.Setenv(runAsNQBench, "1")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	addr := "127.0.0.1:" + freeUDPPort(t)
+	srv := commandContext(ctx, exe, "-mode", "server", "-stacks", "nq", "-addr", addr, "-certs", certs, "-serve-for", "1m")
+	srvErr, err := srv.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = srv.Process.Signal(os.Interrupt)
+		_ = srv.Wait()
+	})
+	// The server writes the certificates, listens, then says so.
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(srvErr)
+		var seen []string
+		for sc.Scan() {
+			seen = append(seen, sc.Text())
+			if strings.Contains(sc.Text(), "serving nq/udp on") {
+				ready <- ""
+				_, _ = io.Copy(io.Discard, srvErr)
+				return
+			}
+		}
+		ready <- strings.Join(seen, "\n")
+	}()
+	select {
+	case out := <-ready:
+		if out != "" {
+			t.Fatalf("server did not start: %s", out)
+		}
+	case <-ctx.Done():
+		t.Fatal("server did not start in time")
+	}
+	var stdout, stderr bytes.Buffer
+	args := []string{"-mode", "client", "-isolate=false", "-quiet", "-stacks", "nq", "-addr", addr, "-certs", certs, "-c", "2", "-n", "100"}
+	if err := run(ctx, args, &stdout, &stderr); err != nil {
+		t.Fatalf("client run: %v\n%s", err, stderr.String())
+	}
+	res, err := report.ReadJSON(&stdout)
+	if err != nil || len(res) != 1 || res[0].Mode != "client" || res[0].Requests != 200 {
+		t.Fatalf("client results %+v, %v", res, err)
+	}
+}
