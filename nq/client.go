@@ -646,6 +646,18 @@ func (c *Conn) waitReconnect(wait time.Duration) bool {
 		t := time.NewTimer(wait)
 		defer t.Stop()
 		timer = t.C
+	} else {
+		// No reconnect is planned: callers waiting for a connection fail now, not at their ctx.
+		c.mu.Lock()
+		c.parked = true
+		close(c.parkedCh)
+		c.mu.Unlock()
+		defer func() {
+			c.mu.Lock()
+			c.parked = false
+			c.parkedCh = make(chan struct{})
+			c.mu.Unlock()
+		}()
 	}
 	for {
 		select {

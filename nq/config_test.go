@@ -106,3 +106,21 @@ func TestLifecycleMisuse(t *testing.T) {
 		t.Fatalf("second Shutdown: %v", err)
 	}
 }
+
+// TestDialFailsFastWithoutReconnect: when the close hook says NoReconnect after a failed first
+// attempt, Dial returns that failure at once instead of waiting for its ctx.
+func TestDialFailsFastWithoutReconnect(t *testing.T) {
+	e := envs(t)[0](t)
+	cl := newClient(t, e, clientOptions{onClose: func(*nq.Conn, error, int) time.Duration { return nq.NoReconnect }})
+	cl.Resolver = stubDNS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	_, err := cl.Dial(ctx, "nosuchhost.test:4433")
+	if !errors.Is(err, nq.ErrResolve) || !errors.Is(err, nq.ErrConnLost) {
+		t.Fatalf("Dial: %v, want the resolution failure", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("Dial took %v: it waited for its ctx", d)
+	}
+}

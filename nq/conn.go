@@ -54,11 +54,15 @@ type Conn struct {
 	// use it. earlyUp is closed while it is set.
 	early   *generation
 	earlyUp chan struct{}
-	rpcs    map[string]*RPC
-	value   any
-	ended   bool // finalized (client) or closed (server)
-	remote  string
-	lastErr error // why the last connection attempt or generation ended
+	// parked: a client Conn whose close hook said NoReconnect waits for Reset or Close;
+	// parkedCh is closed while it does.
+	parked   bool
+	parkedCh chan struct{}
+	rpcs     map[string]*RPC
+	value    any
+	ended    bool // finalized (client) or closed (server)
+	remote   string
+	lastErr  error // why the last connection attempt or generation ended
 
 	// client only
 	addr      string
@@ -72,16 +76,17 @@ type Conn struct {
 func newConn(cfg connConfig, client *Client, server *Server) *Conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Conn{
-		id:      connIDs.Add(1),
-		client:  client,
-		server:  server,
-		cfg:     cfg,
-		ctx:     ctx,
-		cancel:  cancel,
-		done:    make(chan struct{}),
-		up:      make(chan struct{}),
-		earlyUp: make(chan struct{}),
-		wake:    make(chan struct{}, 1),
+		id:       connIDs.Add(1),
+		client:   client,
+		server:   server,
+		cfg:      cfg,
+		ctx:      ctx,
+		cancel:   cancel,
+		done:     make(chan struct{}),
+		up:       make(chan struct{}),
+		earlyUp:  make(chan struct{}),
+		parkedCh: make(chan struct{}),
+		wake:     make(chan struct{}, 1),
 	}
 	c.log = cfg.log.With("conn", c.id)
 	return c
@@ -147,9 +152,13 @@ func (c *Conn) current(ctx context.Context) (*generation, error) {
 	for {
 		c.mu.Lock()
 		g, up, ended, early, earlyUp := c.gen, c.up, c.ended, c.early, c.earlyUp
+		parked, parkedCh, last := c.parked, c.parkedCh, c.lastErr
 		c.mu.Unlock()
 		if g != nil {
 			return g, nil
+		}
+		if parked {
+			return nil, fmt.Errorf("nq: conn %d: not reconnecting (NoReconnect) after: %w", c.id, errors.Join(ErrConnLost, last))
 		}
 		if early != nil && isIdempotent(ctx) {
 			return early, nil
@@ -166,6 +175,7 @@ func (c *Conn) current(ctx context.Context) (*generation, error) {
 		select {
 		case <-up:
 		case <-earlyUp:
+		case <-parkedCh:
 		case <-c.done:
 		case <-ctx.Done():
 			return nil, c.ctxErr(ctx)
