@@ -361,6 +361,7 @@ type generation struct {
 
 	mu        sync.Mutex
 	sockets   []*clientSocket // sockets this connection migrated to, closed when it ends
+	empty     chan struct{}   // closed when no stream is left (made by emptied)
 	streams   map[*stream]struct{}
 	down      bool
 	downCause error
@@ -405,6 +406,13 @@ func (g *generation) takeSockets() []*clientSocket {
 func (g *generation) removeStream(s *stream) {
 	g.mu.Lock()
 	delete(g.streams, s)
+	if g.empty != nil && len(g.streams) == 0 {
+		select {
+		case <-g.empty:
+		default:
+			close(g.empty)
+		}
+	}
 	g.mu.Unlock()
 }
 
@@ -433,15 +441,44 @@ func (g *generation) closeLocal(code wire.ConnCode, reason string) {
 	_ = g.qc.CloseWithError(quicgo.ApplicationErrorCode(code), reason)
 }
 
-// closeGraceful flushes every stream, then closes the connection after a short linger, so that
-// frames written just before (a reply, a last notify) leave ahead of the CONNECTION_CLOSE,
-// which would otherwise discard them. The linger is the smoothed RTT, between 5 and 100 ms.
+// closeGraceful closes the connection without losing what was written before: every stream
+// sends what it has buffered and then FIN, and the peer (an nq peer answers FIN with FIN once
+// its own replies are out) closes its side; the CONNECTION_CLOSE, which would discard data still
+// unsent, goes out once every stream has closed, or after a linger of four smoothed RTTs (50 ms
+// to 2 s) when the peer does not answer. Raw streams are closed at once: their reader is the
+// application.
 func (g *generation) closeGraceful(code wire.ConnCode, reason string) {
 	for _, s := range g.snapshot() {
-		s.flush()
+		if _, raw := s.proto.(*RawStream); raw {
+			s.shutdown()
+			continue
+		}
+		s.finish()
 	}
-	linger := min(max(g.qc.ConnectionStats().SmoothedRTT, 5*time.Millisecond), 100*time.Millisecond)
-	time.AfterFunc(linger, func() { g.closeLocal(code, reason) })
+	linger := min(max(4*g.qc.ConnectionStats().SmoothedRTT, 50*time.Millisecond), 2*time.Second)
+	go func() {
+		timer := time.NewTimer(linger)
+		defer timer.Stop()
+		select {
+		case <-g.emptied():
+		case <-timer.C:
+		case <-g.ctx.Done():
+		}
+		g.closeLocal(code, reason)
+	}()
+}
+
+// emptied returns a channel closed once no stream is left open.
+func (g *generation) emptied() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.empty == nil {
+		g.empty = make(chan struct{})
+		if len(g.streams) == 0 {
+			close(g.empty)
+		}
+	}
+	return g.empty
 }
 
 // closeError turns the reason the QUIC connection ended into the CloseError the hooks see.

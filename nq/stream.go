@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"sync"
 	"sync/atomic"
 
@@ -18,6 +19,18 @@ const flushThreshold = 32 << 10
 
 // readChunk is the initial read buffer of a stream; it grows up to the frame limit as needed.
 const readChunk = 16 << 10
+
+// errPeerFinished closes a stream the peer finished (FIN). It matches ErrClosed (the stream is
+// closed; calls made on it now fail) and ErrConnLost (calls that were pending on it are lost).
+var errPeerFinished error = peerFinished{}
+
+type peerFinished struct{}
+
+func (peerFinished) Error() string { return "nq: stream closed by the peer" }
+
+func (peerFinished) Is(target error) bool {
+	return target == ErrClosed || target == net.ErrClosed || target == ErrConnLost
+}
 
 // protoHandler is what a stream kind (RPC, records) plugs into the common stream machinery.
 type protoHandler interface {
@@ -56,7 +69,8 @@ type stream struct {
 	failed     bool  // a write to quic-go failed: nothing more is sent
 	flushMu    sync.Mutex
 	blocked    bool          // a blocking write is in progress; flushes leave the buffer to it
-	finPending bool          // shutdown came during a blocking write: send FIN when it is done
+	finned     bool          // FIN sent or pending (finish ran)
+	finPending bool          // finish came during a blocking write: send FIN when it is done
 	unblocked  chan struct{} // closed when the blocking write ends (made when it starts)
 
 	opened   atomic.Bool // the open hook accepted the stream
@@ -275,7 +289,11 @@ func (s *stream) readLoop(prefix []byte) {
 				}
 			}
 			if errors.Is(err, io.EOF) {
-				s.close(ErrClosed)
+				// The peer finished writing: answer with our FIN once what we have buffered
+				// (replies to its last requests) is out, so a peer closing the connection
+				// gracefully knows everything arrived.
+				s.finish()
+				s.close(errPeerFinished)
 			} else {
 				s.close(s.gen.classify(err))
 			}
@@ -306,9 +324,9 @@ func (s *stream) abort(code wire.StreamCode, err error) {
 	s.close(err)
 }
 
-// shutdown is the application's Close: flush what is buffered, send FIN (after a blocked write
-// has finished, if one is running), stop reading.
-func (s *stream) shutdown() {
+// finish ends the write direction cleanly: later writes fail with ErrClosed, what is buffered
+// goes out, then FIN (after a blocked write has finished, if one is running). Reading goes on.
+func (s *stream) finish() {
 	s.wmu.Lock()
 	if s.werr == nil {
 		s.werr = ErrClosed // later writes fail; what is buffered still goes out
@@ -316,13 +334,21 @@ func (s *stream) shutdown() {
 	s.wmu.Unlock()
 	s.flush()
 	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	if s.finned {
+		return
+	}
+	s.finned = true
 	if s.blocked {
 		s.finPending = true
-		s.flushMu.Unlock()
-	} else {
-		s.flushMu.Unlock()
-		s.qs.Close()
+		return
 	}
+	s.qs.Close()
+}
+
+// shutdown is the application's Close: finish writing, stop reading, close.
+func (s *stream) shutdown() {
+	s.finish()
 	s.qs.CancelRead(quicgo.StreamErrorCode(wire.StreamClosed))
 	s.close(ErrClosed)
 }

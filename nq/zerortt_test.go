@@ -2,83 +2,91 @@ package nq_test
 
 import (
 	"context"
+	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/naquid/naquid/nq"
+	"github.com/naquid/naquid/transport/memconn"
 )
 
 // TestZeroRTT: after a first connection, a reconnect to a server that allows 0-RTT sends a call
 // marked Idempotent with the handshake (the server sees it as Early), while an unmarked call
-// waits for the handshake (not Early); both succeed and the reconnect used 0-RTT.
+// waits for the handshake (not Early); both succeed and the reconnect used 0-RTT. It runs on an
+// in-memory link with 20 ms of latency each way, so the handshake lasts long enough for the
+// server to see 0-RTT data before it completes (on loopback the window is microseconds).
 func TestZeroRTT(t *testing.T) {
-	forEachEnv(t, func(t *testing.T, e *env) {
-		early := make(chan bool, 8)
-		mux := nq.NewMux()
-		if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(req *nq.Request) {
-			if req.Method == mWhoAmI {
-				early <- req.Early()
-			}
-			req.Reply(nil)
-		}}); err != nil {
+	e := lossyEnv(t, 0)
+	for _, dir := range [][2]string{{"192.0.2.2", "192.0.2.1"}, {"192.0.2.1", "192.0.2.2"}} {
+		if err := e.net.SetLink(netip.MustParseAddr(dir[0]), netip.MustParseAddr(dir[1]), memconn.LinkConfig{Latency: 20 * time.Millisecond}); err != nil {
 			t.Fatal(err)
 		}
-		srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: mux, Transport: e.serverFactory, Allow0RTT: true}
-		if err := srv.Listen(context.Background(), e.serverAddr); err != nil {
-			t.Fatal(err)
+	}
+	early := make(chan bool, 8)
+	mux := nq.NewMux()
+	if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(req *nq.Request) {
+		if req.Method == mWhoAmI {
+			early <- req.Early()
 		}
-		t.Cleanup(func() { srv.Close() })
+		req.Reply(nil)
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: mux, Transport: e.serverFactory, Allow0RTT: true}
+	if err := srv.Listen(context.Background(), e.serverAddr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
 
-		type open struct {
-			gen      uint64
-			used0RTT bool
-		}
-		opened := make(chan open, 4)
-		closed := make(chan struct{}, 4)
-		cl := newClient(t, e, clientOptions{
-			onOpen: func(c *nq.Conn) { opened <- open{c.Generation(), c.ConnectionState().Used0RTT} },
-			// Wait before reconnecting, so the test can queue a call for the next handshake.
-			onClose: func(*nq.Conn, error, int) time.Duration {
-				closed <- struct{}{}
-				return 200 * time.Millisecond
-			},
-		})
-		cl.Allow0RTT = true
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		conn, err := cl.Dial(ctx, srv.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		rpc := conn.RPC("rpc")
-		if _, err := rpc.Call(ctx, mWhoAmI, nil); err != nil {
-			t.Fatal(err)
-		}
-		if <-early {
-			t.Fatal("a call on an established connection was Early")
-		}
-		if first := waitFor(t, opened, 5*time.Second, "the first open"); first.used0RTT {
-			t.Fatal("the first connection used 0-RTT")
-		}
-		conn.Reset()
-		waitFor(t, closed, 5*time.Second, "the reset")
-		results := make(chan error, 2)
-		go func() { _, err := rpc.Call(nq.Idempotent(ctx), mWhoAmI, nil); results <- err }()
-		if err := waitFor(t, results, 5*time.Second, "the idempotent call"); err != nil {
-			t.Fatalf("idempotent call: %v", err)
-		}
-		if !waitFor(t, early, 5*time.Second, "the server's view") {
-			t.Fatal("the idempotent call did not travel in 0-RTT data")
-		}
-		second := waitFor(t, opened, 5*time.Second, "the reconnect")
-		if second.gen != 2 || !second.used0RTT {
-			t.Fatalf("reconnect: generation %d, used 0-RTT %v", second.gen, second.used0RTT)
-		}
-		if _, err := rpc.Call(ctx, mWhoAmI, nil); err != nil {
-			t.Fatal(err)
-		}
-		if <-early {
-			t.Fatal("an unmarked call was Early")
-		}
+	type open struct {
+		gen      uint64
+		used0RTT bool
+	}
+	opened := make(chan open, 4)
+	closed := make(chan struct{}, 4)
+	cl := newClient(t, e, clientOptions{
+		onOpen: func(c *nq.Conn) { opened <- open{c.Generation(), c.ConnectionState().Used0RTT} },
+		// Wait before reconnecting, so the test can queue a call for the next handshake.
+		onClose: func(*nq.Conn, error, int) time.Duration {
+			closed <- struct{}{}
+			return 200 * time.Millisecond
+		},
 	})
+	cl.Allow0RTT = true
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := cl.Dial(ctx, srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rpc := conn.RPC("rpc")
+	if _, err := rpc.Call(ctx, mWhoAmI, nil); err != nil {
+		t.Fatal(err)
+	}
+	if <-early {
+		t.Fatal("a call on an established connection was Early")
+	}
+	if first := waitFor(t, opened, 5*time.Second, "the first open"); first.used0RTT {
+		t.Fatal("the first connection used 0-RTT")
+	}
+	conn.Reset()
+	waitFor(t, closed, 5*time.Second, "the reset")
+	results := make(chan error, 2)
+	go func() { _, err := rpc.Call(nq.Idempotent(ctx), mWhoAmI, nil); results <- err }()
+	if err := waitFor(t, results, 5*time.Second, "the idempotent call"); err != nil {
+		t.Fatalf("idempotent call: %v", err)
+	}
+	if !waitFor(t, early, 5*time.Second, "the server's view") {
+		t.Fatal("the idempotent call did not travel in 0-RTT data")
+	}
+	second := waitFor(t, opened, 5*time.Second, "the reconnect")
+	if second.gen != 2 || !second.used0RTT {
+		t.Fatalf("reconnect: generation %d, used 0-RTT %v", second.gen, second.used0RTT)
+	}
+	if _, err := rpc.Call(ctx, mWhoAmI, nil); err != nil {
+		t.Fatal(err)
+	}
+	if <-early {
+		t.Fatal("an unmarked call was Early")
+	}
 }
