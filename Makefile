@@ -5,7 +5,7 @@ STATICCHECK := .bin/staticcheck
 # The race detector multiplies CPU time; on 2 cores keep the package parallelism modest.
 TESTFLAGS ?= -race -count=1 -timeout 8m
 
-.PHONY: all setup demo test lint fmt-check vet staticcheck unit xdp-test bench bench-check profile clean
+.PHONY: all setup demo test lint fmt-check vet staticcheck unit fuzz-short fuzz soak xdp-test bench bench-check profile clean
 
 all: test
 
@@ -18,7 +18,7 @@ demo:
 
 ## test: formatting, vet, staticcheck and every test under the race detector. As root this
 ## includes the tests that need network namespaces, BPF and AF_XDP.
-test: setup lint unit bench-check
+test: setup lint unit bench-check fuzz-short
 
 lint: fmt-check vet staticcheck
 
@@ -38,6 +38,17 @@ ACCEPTANCE := TestRPC|TestTimeout|TestReconnectClient|TestReconnectServer|TestSh
 unit:
 	$(GO) test $(TESTFLAGS) $(PKGS)
 	$(GO) test $(TESTFLAGS) -run '$(ACCEPTANCE)' ./nq/ -args -nq.transport=mmsg
+
+## fuzz-short: every fuzz target for 10 seconds (part of make test); fuzz: 10 minutes each.
+fuzz-short:
+	bash scripts/fuzz.sh 10s
+fuzz:
+	bash scripts/fuzz.sh 10m
+
+## soak: the reliability suite at full size (fault matrix, 10 000 reconnect cycles, large floods),
+## without the race detector; about 10 minutes.
+soak:
+	$(GO) test -count=1 -timeout 60m -run Reliability ./nq/ -args -nq.soak
 
 ## bench: the default nqbench suite (under 5 minutes): nq against raw quic-go, TCP, TLS, gRPC and
 ## kcp-go+smux; writes bench/results/latest.md and prints the change from the last run.

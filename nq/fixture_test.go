@@ -154,7 +154,14 @@ func startFixture(t *testing.T, e *env, o fixtureOptions) *fixture {
 			}
 			return nil
 		},
-		OnClose:  o.onClose,
+		OnClose: func(c *nq.Conn, err error) {
+			f.mu.Lock()
+			delete(f.streamRejects, c)
+			f.mu.Unlock()
+			if o.onClose != nil {
+				o.onClose(c, err)
+			}
+		},
 		MaxConns: o.maxConns,
 	}
 	if err := f.srv.Listen(context.Background(), e.serverAddr); err != nil {
