@@ -165,10 +165,11 @@ func TestReliabilityHandshakeFlood(t *testing.T) {
 		t.Fatalf("too few tick samples: quiet %d, flood %d, flood+handshakes %d", len(quiet), len(flood), len(both))
 	}
 	// The bound: 2x the quiet p99, plus 1 ms for timer and scheduler granularity. The reduced
-	// form, usually under -race on a shared machine, only guards against a collapse.
+	// form runs under -race next to other test packages on 2 cores, where latency is noise; it
+	// only guards against a collapse (ticks stalled for seconds), the soak form holds the goal.
 	floodBound, bothBound := 2*q99+time.Millisecond, 2*q99+time.Millisecond
 	if !soak() {
-		floodBound, bothBound = 2*q99+100*time.Millisecond, 2*q99+time.Second
+		floodBound, bothBound = 2*q99+2*time.Second, 2*q99+5*time.Second
 	}
 	if f99 > floodBound {
 		t.Errorf("tick p99 under the flood %v exceeds %v (quiet p99 %v)", f99, floodBound, q99)
