@@ -5,7 +5,7 @@ STATICCHECK := .bin/staticcheck
 # The race detector multiplies CPU time; on 2 cores keep the package parallelism modest.
 TESTFLAGS ?= -race -count=1 -timeout 8m
 
-.PHONY: all setup demo test lint fmt-check vet staticcheck unit fuzz-short fuzz soak xdp-test bench bench-check profile clean
+.PHONY: all setup demo test lint fmt-check vet staticcheck unit fuzz-short fuzz soak xdp-test bench bench-check bench-pps profile clean
 
 all: test
 
@@ -55,9 +55,16 @@ soak:
 bench:
 	cd bench && ./run.sh $(BENCHFLAGS)
 
-## bench-check: the bench module (its own go.mod, so ./... above skips it) is linted and tested.
+## bench-pps: datagram rates per transport (udp, mmsg, afxdp, and asavie/xdp as the peer) over a
+## veth pair between two namespaces it creates, cores pinned; needs root; about 3.5 minutes.
+bench-pps:
+	cd bench/pps && $(GO) run . $(PPSFLAGS)
+
+## bench-check: the bench modules (their own go.mod, so ./... above skips them) are linted and
+## tested.
 bench-check: setup
 	cd bench && gofmt -l . | (! grep .) && $(GO) vet ./... && ../$(STATICCHECK) ./... && $(GO) test -race -count=1 ./...
+	cd bench/pps && $(GO) vet ./... && ../../$(STATICCHECK) ./... && $(GO) test -race -count=1 ./...
 
 ## profile: CPU, heap, mutex and block profiles of a bench workload, with flame graphs.
 profile:

@@ -1,0 +1,17 @@
+module github.com/naquid/naquid/bench/pps
+
+go 1.26.0
+
+replace github.com/naquid/naquid => ../..
+
+require (
+	github.com/asavie/xdp v0.3.3
+	github.com/cilium/ebpf v0.22.0
+	github.com/naquid/naquid v0.0.0-00010101000000-000000000000
+	golang.org/x/sys v0.50.0
+)
+
+require (
+	github.com/vishvananda/netlink v1.1.0 // indirect
+	github.com/vishvananda/netns v0.0.0-20191106174202-0a2b9b5464df // indirect
+)
