@@ -115,6 +115,13 @@ func openXSK(ctx context.Context, p sockParams) (_ *xsk, err error) {
 			_ = s.close()
 		}
 	}()
+	// In copy mode every frame in flight is an skb charged to the socket's send buffer; the
+	// default (~208 KiB, ~85 large frames) makes the kernel answer EAGAIN long before the TX
+	// ring is full. Size it for the whole ring (best effort: FORCE needs CAP_NET_ADMIN).
+	sndbuf := max(4<<20, 2*p.txSize*p.frameSize)
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sndbuf) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sndbuf)
+	}
 	frames := p.rxSize + p.txSize
 	s.umem, err = unix.Mmap(-1, 0, frames*p.frameSize, unix.PROT_READ|unix.PROT_WRITE,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
