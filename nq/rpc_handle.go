@@ -27,6 +27,13 @@ func (h *RPC) Stream(ctx context.Context) (*RPCStream, error) {
 	if s := h.cur.Load(); s != nil && h.usable(ctx, s) {
 		return s, nil
 	}
+	if !isIdempotent(ctx) {
+		// Wait for a confirmed connection before taking the handle's lock, so that a call
+		// waiting for a handshake does not hold back idempotent calls that may use 0-RTT.
+		if _, err := h.conn.current(ctx); err != nil {
+			return nil, err
+		}
+	}
 	h.once.Do(func() { h.lock = make(chan struct{}, 1) })
 	select {
 	case h.lock <- struct{}{}:
