@@ -596,9 +596,7 @@ func (c *Conn) Migrate(ctx context.Context, local netip.AddrPort) error {
 	if c.client == nil {
 		return errors.New("nq: Migrate: only a client connection migrates")
 	}
-	c.mu.Lock()
-	g := c.gen
-	c.mu.Unlock()
+	g := c.live()
 	if g == nil {
 		return fmt.Errorf("nq: Migrate: %w", ErrConnLost)
 	}

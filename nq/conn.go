@@ -134,6 +134,13 @@ func (c *Conn) Value() any {
 	return c.value
 }
 
+// live returns the generation that is up, or nil.
+func (c *Conn) live() *generation {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
 // IsOpen reports whether a generation is up (handshake done, not yet closed).
 func (c *Conn) IsOpen() bool {
 	c.mu.Lock()
@@ -201,9 +208,7 @@ func (c *Conn) ctxErr(ctx context.Context) error {
 
 // Flush sends everything buffered on every stream of the connection now.
 func (c *Conn) Flush() {
-	c.mu.Lock()
-	g := c.gen
-	c.mu.Unlock()
+	g := c.live()
 	if g == nil {
 		return
 	}
@@ -239,9 +244,7 @@ func (c *Conn) Close() error {
 		c.signal()
 		return nil
 	}
-	c.mu.Lock()
-	g := c.gen
-	c.mu.Unlock()
+	g := c.live()
 	if g != nil {
 		g.closeGraceful(wire.ConnClosedByApp, "closed by application")
 	}
@@ -277,9 +280,7 @@ func (c *Conn) abortDial() {
 // ConnectionState returns the TLS and QUIC state of the current generation (the zero value while
 // none is up): whether the handshake resumed a session (TLS.DidResume), used 0-RTT, and more.
 func (c *Conn) ConnectionState() quicgo.ConnectionState {
-	c.mu.Lock()
-	g := c.gen
-	c.mu.Unlock()
+	g := c.live()
 	if g == nil {
 		return quicgo.ConnectionState{}
 	}

@@ -27,9 +27,7 @@ var ErrDatagramsUnsupported = errors.New("nq: datagrams not supported on this co
 // is up, with a *DatagramTooLargeError when p does not fit one packet, and with
 // ErrDatagramsUnsupported when the peer has them off.
 func (c *Conn) SendDatagram(p []byte) error {
-	c.mu.Lock()
-	g := c.gen
-	c.mu.Unlock()
+	g := c.live()
 	if g == nil {
 		return fmt.Errorf("nq: send datagram: %w", ErrConnLost)
 	}

@@ -387,9 +387,7 @@ func (s *Server) inFlight() int64 {
 	s.mu.Unlock()
 	var n int64
 	for _, c := range conns {
-		c.mu.Lock()
-		g := c.gen
-		c.mu.Unlock()
+		g := c.live()
 		if g == nil {
 			continue
 		}
@@ -450,9 +448,7 @@ func (s *Server) closeAll(code wire.ConnCode, reason string) {
 	s.mu.Unlock()
 	ln.Close()
 	for _, c := range conns {
-		c.mu.Lock()
-		g := c.gen
-		c.mu.Unlock()
+		g := c.live()
 		if g != nil {
 			g.closeGraceful(code, reason)
 		}
