@@ -66,8 +66,9 @@ func TestRefusedConnectionsAreNotAnnounced(t *testing.T) {
 	e := envs(t)[0](t)
 	var mu sync.Mutex
 	opens, closes := 0, 0
+	opened := make(chan struct{}, 1)
 	srv := &nq.Server{TLS: certs(t).ServerTLS(), MaxConns: 1,
-		OnOpen:  func(*nq.Conn) error { mu.Lock(); opens++; mu.Unlock(); return nil },
+		OnOpen:  func(*nq.Conn) error { mu.Lock(); opens++; mu.Unlock(); opened <- struct{}{}; return nil },
 		OnClose: func(*nq.Conn, error) { mu.Lock(); closes++; mu.Unlock() },
 	}
 	if err := srv.Listen(context.Background(), e.serverAddr); err != nil {
@@ -78,6 +79,9 @@ func TestRefusedConnectionsAreNotAnnounced(t *testing.T) {
 	if _, err := newClient(t, e, clientOptions{}).Dial(ctx, srv.Addr().String()); err != nil {
 		t.Fatal(err)
 	}
+	// The client's handshake can finish before the server has taken the connection in: wait
+	// for the server's side, so the second connection is the one over the cap.
+	waitFor(t, opened, 5*time.Second, "the server to accept the first connection")
 	refused := make(chan error, 1)
 	cl2 := newClient(t, e, clientOptions{onClose: func(_ *nq.Conn, err error, _ int) time.Duration {
 		refused <- err
