@@ -168,7 +168,7 @@ func (rs *RecordStream[T]) consume(b []byte) (int, error) {
 			return used, err
 		}
 		used += n
-		rs.s.gen.conn.framesRecv.Add(1)
+		rs.s.framesIn++
 		v, err := rs.codec.Decode(payload)
 		if err != nil {
 			return used, fmt.Errorf("decode record: %w: %w", wire.ErrMalformed, err)

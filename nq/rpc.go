@@ -20,13 +20,18 @@ type RPCStream struct {
 	h       *RPCHandler
 	timeout time.Duration
 
-	mu     sync.Mutex
+	// calls and nextID are guarded by the stream's write lock (s.wmu): a call is filed and its
+	// request appended under one lock.
 	calls  callTable
 	nextID uint64
 	// unanswered counts requests received and not yet answered (server side), for Shutdown's
 	// drain; per stream, so the request path touches no counter shared between connections.
 	unanswered atomic.Int64
-	value      any
+	srv        *Server   // the server the stream belongs to; nil on a client
+	requests   []Request // unused Request records, taken by the reader one at a time
+
+	mu    sync.Mutex // guards value
+	value any
 }
 
 // Request is a request received on an RPC stream. Answer it exactly once, with Reply or Fail,
@@ -49,8 +54,9 @@ func newRPCStream(st *stream, h *RPCHandler) *RPCStream {
 		s:       st,
 		h:       h,
 		timeout: h.Timeout,
-		calls:   callTable{byID: make(map[uint64]*call)},
+		srv:     st.gen.conn.server,
 	}
+	r.calls = newCallTable(r.expire)
 	if r.timeout == 0 {
 		r.timeout = DefaultCallTimeout
 	}
@@ -134,9 +140,9 @@ func (r *RPCStream) Call(ctx context.Context, method uint32, payload []byte) ([]
 	select {
 	case <-c.ch:
 	case <-ctx.Done():
-		r.mu.Lock()
+		r.s.wmu.Lock()
 		mine := r.calls.removeCall(c.id, c)
-		r.mu.Unlock()
+		r.s.wmu.Unlock()
 		if mine {
 			r.finish(c, nil, r.ctxError(ctx, method))
 		}
@@ -190,7 +196,7 @@ func (r *RPCStream) checkPayload(p []byte) error {
 }
 
 // start registers c under a fresh message id with its deadline (and, for the callback form, a
-// watch on ctx's cancellation) and writes the request.
+// watch on ctx's cancellation) and appends the request to the stream, under one lock.
 func (r *RPCStream) start(ctx context.Context, c *call, method uint32, payload []byte, watch bool) error {
 	if err := r.checkPayload(payload); err != nil {
 		return err
@@ -206,18 +212,23 @@ func (r *RPCStream) start(ctx context.Context, c *call, method uint32, payload [
 	}
 	c.method = method
 	c.timeout = r.timeout
-	now := time.Now()
+	s := r.s
+	s.wmu.Lock()
+	if s.werr != nil {
+		err := s.werr
+		s.wmu.Unlock()
+		return fmt.Errorf("nq: call %s/%d: %w", s.name, method, err)
+	}
+	now := r.calls.now()
+	c.deadline = now + int64(c.timeout)
 	if dl, ok := ctx.Deadline(); ok {
-		c.timeout = dl.Sub(now) // the caller's deadline replaces the handler's default
+		// The caller's deadline replaces the handler's default.
+		c.deadline = r.calls.at(dl)
+		c.timeout = time.Duration(c.deadline - now)
 	}
-	c.deadline = now.Add(c.timeout)
-	r.mu.Lock()
-	if r.s.isClosed() {
-		r.mu.Unlock()
-		return fmt.Errorf("nq: call %s/%d: %w", r.s.name, method, r.closedErr())
-	}
-	c.id = r.allocID()
-	r.calls.add(c, r.expire)
+	c.id = r.calls.allocID(r.nextID)
+	r.nextID = c.id
+	r.calls.add(c)
 	if watch && ctx.Done() != nil {
 		switch {
 		case r.calls.watchCtx == ctx:
@@ -229,38 +240,34 @@ func (r *RPCStream) start(ctx context.Context, c *call, method uint32, payload [
 		default:
 			id := c.id
 			c.stop = context.AfterFunc(ctx, func() {
-				r.mu.Lock()
+				s.wmu.Lock()
 				mine := r.calls.removeCall(id, c)
-				r.mu.Unlock()
+				s.wmu.Unlock()
 				if mine {
 					r.finish(c, nil, r.ctxError(ctx, method))
 				}
 			})
 		}
 	}
-	id := c.id
-	r.mu.Unlock()
-	err := r.s.write(func(b []byte) ([]byte, error) { return wire.AppendRequest(b, method, id, payload) })
-	if err != nil {
-		r.mu.Lock()
-		mine := r.calls.removeCall(id, c)
-		r.mu.Unlock()
-		if mine {
-			if c.stop != nil {
-				c.stop()
-			}
-			return fmt.Errorf("nq: call %s/%d: %w", r.s.name, method, err)
+	before := len(s.wbuf)
+	var err error
+	if s.wbuf, err = wire.AppendRequest(s.wbuf, method, c.id, payload); err != nil {
+		r.calls.removeCall(c.id, c)
+		s.wmu.Unlock()
+		if c.stop != nil {
+			c.stop()
 		}
-		// The stream closed and completed the call already; the result went through the call.
+		return fmt.Errorf("nq: call %s/%d: %w", s.name, method, err)
 	}
+	s.commit(before)
 	return nil
 }
 
 // expire fails the calls whose deadline passed.
 func (r *RPCStream) expire() {
-	r.mu.Lock()
-	expired := r.calls.expired(time.Now())
-	r.mu.Unlock()
+	r.s.wmu.Lock()
+	expired := r.calls.expired(r.calls.now())
+	r.s.wmu.Unlock()
 	for _, c := range expired {
 		r.finish(c, nil, fmt.Errorf("nq: call %s/%d after %v: %w", r.s.name, c.method, c.timeout, ErrTimeout))
 	}
@@ -268,37 +275,19 @@ func (r *RPCStream) expire() {
 
 // ctxDone fails the calls made with ctx, which was cancelled or reached its deadline.
 func (r *RPCStream) ctxDone(ctx context.Context) {
-	r.mu.Lock()
+	r.s.wmu.Lock()
 	calls := r.calls.takeCtx(ctx)
-	r.mu.Unlock()
+	r.s.wmu.Unlock()
 	for _, c := range calls {
 		r.finish(c, nil, r.ctxError(ctx, c.method))
 	}
 }
 
-// allocID returns an unused message id. Ids stay below 16384 (two-byte varints) while fewer
-// than 8192 calls are pending; r.mu is held.
-func (r *RPCStream) allocID() uint64 {
-	limit := uint64(16383)
-	if len(r.calls.byID) >= 8192 {
-		limit = 1<<30 - 1
-	}
-	for {
-		r.nextID++
-		if r.nextID > limit {
-			r.nextID = 1
-		}
-		if _, used := r.calls.byID[r.nextID]; !used {
-			return r.nextID
-		}
-	}
-}
-
 // complete finishes the pending call id with (reply, err) and reports whether it was pending.
 func (r *RPCStream) complete(id uint64, reply []byte, err error) bool {
-	r.mu.Lock()
+	r.s.wmu.Lock()
 	c := r.calls.remove(id)
-	r.mu.Unlock()
+	r.s.wmu.Unlock()
 	if c == nil {
 		return false
 	}
@@ -325,13 +314,6 @@ func (r *RPCStream) finish(c *call, reply []byte, err error) {
 	c.ch <- struct{}{}
 }
 
-func (r *RPCStream) closedErr() error {
-	if err := r.s.closeError(); err != nil {
-		return err
-	}
-	return ErrClosed
-}
-
 // consume dispatches every complete frame in b.
 func (r *RPCStream) consume(b []byte) (int, error) {
 	used := 0
@@ -347,7 +329,7 @@ func (r *RPCStream) consume(b []byte) (int, error) {
 			return used, err
 		}
 		used += n
-		r.s.gen.conn.framesRecv.Add(1)
+		r.s.framesIn++
 		switch f.Kind {
 		case wire.KindRequest:
 			r.dispatchRequest(f)
@@ -369,7 +351,8 @@ func (r *RPCStream) consume(b []byte) (int, error) {
 }
 
 func (r *RPCStream) dispatchRequest(f wire.Frame) {
-	req := &Request{Method: f.Method, Payload: f.Payload, stream: r, msgid: f.MsgID}
+	req := r.newRequest()
+	req.Method, req.Payload, req.stream, req.msgid = f.Method, f.Payload, r, f.MsgID
 	if r.s.gen.early.Load() {
 		req.early = !r.s.gen.confirmed()
 	}
@@ -378,7 +361,7 @@ func (r *RPCStream) dispatchRequest(f wire.Frame) {
 		r.writeError(f.MsgID, &RemoteError{Code: CodeNoHandler, Message: "no request handler for " + r.s.name})
 		return
 	}
-	if srv := r.s.gen.conn.server; srv != nil {
+	if srv := r.srv; srv != nil {
 		// Count first, then check: Shutdown sets draining, then sums the counts, so either it
 		// sees this request or this request sees it draining.
 		r.unanswered.Add(1)
@@ -392,6 +375,21 @@ func (r *RPCStream) dispatchRequest(f wire.Frame) {
 	r.h.OnRequest(req)
 }
 
+// requestBatch is how many Request records the reader allocates at once. Records are never
+// reused (a handler may keep its Request), so a Request kept alive keeps its batch alive: a few
+// KiB at most.
+const requestBatch = 32
+
+// newRequest returns a zero Request record; only the stream's reader calls it.
+func (r *RPCStream) newRequest() *Request {
+	if len(r.requests) == 0 {
+		r.requests = make([]Request, requestBatch)
+	}
+	req := &r.requests[0]
+	r.requests = r.requests[1:]
+	return req
+}
+
 func (r *RPCStream) writeError(msgid uint64, e *RemoteError) error {
 	return r.s.write(func(b []byte) ([]byte, error) { return wire.AppendError(b, msgid, e.Code, e.Message, e.Data) })
 }
@@ -401,9 +399,9 @@ func (r *RPCStream) closed(err error) {
 	if r.h.OnClose != nil && r.s.opened.Load() {
 		r.h.OnClose(r, err)
 	}
-	r.mu.Lock()
+	r.s.wmu.Lock()
 	pending := r.calls.drain()
-	r.mu.Unlock()
+	r.s.wmu.Unlock()
 	for _, c := range pending {
 		r.finish(c, nil, fmt.Errorf("nq: call on %s: %w", r.s.name, err))
 	}
@@ -461,7 +459,7 @@ func (req *Request) answer() bool {
 	if !req.answered.CompareAndSwap(false, true) {
 		return false
 	}
-	if r := req.stream; r.s.gen.conn.server != nil {
+	if r := req.stream; r.srv != nil {
 		r.unanswered.Add(-1)
 	}
 	return true

@@ -60,8 +60,13 @@ type stream struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// framesIn counts the frames the reader parsed since the end of its last handler pass; the
+	// pass's end adds them to the connection's count (one atomic add per pass, not per frame).
+	framesIn uint64
+
 	wmu        sync.Mutex
-	written    int64 // bytes appended to the stream so far: the QUIC offset of the next append
+	written    int64  // bytes appended to the stream so far: the QUIC offset of the next append
+	framesOut  uint64 // frames in wbuf, added to the connection's count when wbuf is handed on
 	wbuf       []byte
 	spare      []byte
 	inPass     bool
@@ -109,15 +114,21 @@ func (s *stream) write(appendFn func([]byte) ([]byte, error)) error {
 		s.wmu.Unlock()
 		return err
 	}
+	s.commit(before)
+	return nil
+}
+
+// commit finishes a frame appended to wbuf under the write lock (before is the buffer's length
+// before the append): it counts the bytes and the frame, releases the lock, and flushes now or
+// leaves the frame for the end of the handler pass.
+func (s *stream) commit(before int) {
 	s.written += int64(len(s.wbuf) - before)
-	s.gen.conn.framesSent.Add(1)
+	s.framesOut++
 	deferToPass := s.inPass && len(s.wbuf) < flushThreshold
 	s.wmu.Unlock()
-	if deferToPass {
-		return nil
+	if !deferToPass {
+		s.flush()
 	}
-	s.flush()
-	return nil
 }
 
 // flush hands everything buffered to quic-go without blocking the caller.
@@ -136,7 +147,10 @@ func (s *stream) flush() {
 	}
 	s.wbuf = s.spare[:0]
 	s.spare = nil
+	frames := s.framesOut
+	s.framesOut = 0
 	s.wmu.Unlock()
+	s.gen.conn.framesSent.Add(frames)
 
 	err := s.qs.TryWriteAll(buf)
 	if errors.Is(err, quicgo.ErrWouldBlock) {
@@ -184,8 +198,11 @@ func (s *stream) blockingWrite(buf []byte) {
 		}
 		s.wbuf = s.spare[:0]
 		s.spare = nil
+		frames := s.framesOut
+		s.framesOut = 0
 		s.wmu.Unlock()
 		s.flushMu.Unlock()
+		s.gen.conn.framesSent.Add(frames)
 	}
 }
 
@@ -228,12 +245,18 @@ func (s *stream) failWrites(err error) {
 	}
 	s.failed = true
 	s.wbuf = s.wbuf[:0]
+	s.framesOut = 0
 	s.wmu.Unlock()
 	go s.close(cerr)
 }
 
-// setPass marks the start or the end of a handler pass. Ending a pass flushes.
+// setPass marks the start or the end of a handler pass. Ending a pass counts the frames it
+// parsed and flushes.
 func (s *stream) setPass(in bool) {
+	if !in && s.framesIn > 0 {
+		s.gen.conn.framesRecv.Add(s.framesIn)
+		s.framesIn = 0
+	}
 	s.wmu.Lock()
 	s.inPass = in
 	pending := len(s.wbuf) > 0
@@ -377,13 +400,6 @@ func (s *stream) close(err error) {
 	// waits for this close to finish before running the connection's close hook.
 	s.gen.removeStream(s)
 	close(s.done)
-}
-
-// closeError returns why the stream closed (nil while open).
-func (s *stream) closeError() error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	return s.closeErr
 }
 
 // isClosed reports whether the stream has started closing.

@@ -177,19 +177,18 @@ func serveConn(c *quicgo.Conn) {
 func runClients(ctx context.Context, cfg config, tr *quicgo.Transport, addr net.Addr, tlsConf *tls.Config, res *result) (*result, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	// Dial one connection at a time, as the nq workload does: concurrent dials can overflow
+	// quic-go's accept queue (32 connections), which refuses the excess.
 	conns := make([]*quicgo.Conn, cfg.Conns)
-	var wg sync.WaitGroup
 	for i := range conns {
-		wg.Go(func() {
-			c, err := tr.Dial(ctx, addr, tlsConf, quic.ClientConfig())
-			if err != nil {
-				cancel(fmt.Errorf("dial connection %d: %w", i, err))
-				return
-			}
-			conns[i] = c
-		})
+		c, err := tr.Dial(ctx, addr, tlsConf, quic.ClientConfig())
+		if err != nil {
+			cancel(fmt.Errorf("dial connection %d: %w", i, err))
+			break
+		}
+		conns[i] = c
 	}
-	wg.Wait()
+	var wg sync.WaitGroup
 	defer func() {
 		for _, c := range conns {
 			if c != nil {

@@ -78,7 +78,7 @@ func runNQ(ctx context.Context, cfg config, ms *metricsServer) (*result, error) 
 	}
 	var wg sync.WaitGroup
 	for i, c := range conns {
-		w := &pipeliner{cfg: cfg, rpc: c.RPC("rpc"), done: make(chan error, 1), lat: make([]time.Duration, 0, cfg.Calls)}
+		w := newPipeliner(cfg, c.RPC("rpc"))
 		workers[i] = w
 		wg.Go(func() { w.run(ctx) })
 	}
@@ -114,30 +114,55 @@ func runNQ(ctx context.Context, cfg config, ms *metricsServer) (*result, error) 
 
 // pipeliner keeps W calls in flight on one connection: each reply issues the next call from the
 // reply callback, on the stream's reader goroutine, so a burst of replies produces a burst of
-// calls that leave together in full packets.
+// calls that leave together in full packets. Like the raw quic-go client it allocates nothing per
+// call: one payload buffer (nq copies a payload when the call is made), one callback for every
+// call (the reply carries the call's sequence number), and the send times in a slice sized for
+// the run.
 type pipeliner struct {
 	cfg  config
 	rpc  *nq.RPC
 	done chan error
+	ctx  context.Context
 
-	mu   sync.Mutex
-	sent int
-	lat  []time.Duration
-	err  error
+	mu      sync.Mutex
+	sent    int
+	payload []byte
+	started []time.Duration // send time of call seq, since base
+	base    time.Time
+	lat     []time.Duration
+	err     error
+	onReply func(reply []byte, err error) // w.reply, made once
+}
+
+func newPipeliner(cfg config, rpc *nq.RPC) *pipeliner {
+	w := &pipeliner{
+		cfg:     cfg,
+		rpc:     rpc,
+		done:    make(chan error, 1),
+		payload: make([]byte, cfg.Size),
+		started: make([]time.Duration, cfg.Calls),
+		base:    time.Now(),
+		lat:     make([]time.Duration, 0, cfg.Calls),
+	}
+	w.onReply = w.reply
+	return w
 }
 
 func (w *pipeliner) run(ctx context.Context) {
+	w.ctx = ctx
 	first := min(w.cfg.Window, w.cfg.Calls)
 	w.mu.Lock()
 	w.sent = first
-	w.mu.Unlock()
+	var err error
 	for i := range first {
-		if err := w.call(ctx, uint64(i)); err != nil {
-			w.finish(err)
+		if err = w.call(uint64(i)); err != nil {
 			break
 		}
 	}
-	var err error
+	w.mu.Unlock()
+	if err != nil {
+		w.finish(err)
+	}
 	select {
 	case err = <-w.done:
 	case <-ctx.Done():
@@ -150,38 +175,42 @@ func (w *pipeliner) run(ctx context.Context) {
 	w.mu.Unlock()
 }
 
-// call sends call number seq; its reply must echo the sequence number.
-func (w *pipeliner) call(ctx context.Context, seq uint64) error {
-	payload := make([]byte, w.cfg.Size)
-	binary.BigEndian.PutUint64(payload, seq)
-	start := time.Now()
-	return w.rpc.Go(ctx, methodPing, payload, func(reply []byte, err error) {
-		if err == nil && (len(reply) != w.cfg.Size || binary.BigEndian.Uint64(reply) != seq) {
-			err = fmt.Errorf("reply to call %d: wrong payload", seq)
+// call sends call number seq; its reply must echo the sequence number. w.mu is held.
+func (w *pipeliner) call(seq uint64) error {
+	binary.BigEndian.PutUint64(w.payload, seq)
+	w.started[seq] = time.Since(w.base)
+	return w.rpc.Go(w.ctx, methodPing, w.payload, w.onReply)
+}
+
+// reply checks a reply, records its latency and sends the next call.
+func (w *pipeliner) reply(reply []byte, err error) {
+	now := time.Since(w.base)
+	var seq uint64
+	if err == nil {
+		if len(reply) != w.cfg.Size {
+			err = fmt.Errorf("reply of %d bytes, want %d", len(reply), w.cfg.Size)
+		} else if seq = binary.BigEndian.Uint64(reply); seq >= uint64(w.cfg.Calls) {
+			err = fmt.Errorf("reply to call %d: no such call", seq)
 		}
-		if err != nil {
+	}
+	if err != nil {
+		w.finish(err)
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.lat = append(w.lat, now-w.started[seq])
+	if len(w.lat) == w.cfg.Calls {
+		w.finish(nil)
+		return
+	}
+	if w.sent < w.cfg.Calls {
+		next := w.sent
+		w.sent++
+		if err := w.call(uint64(next)); err != nil {
 			w.finish(err)
-			return
 		}
-		w.mu.Lock()
-		w.lat = append(w.lat, time.Since(start))
-		got := len(w.lat)
-		next := -1
-		if w.sent < w.cfg.Calls {
-			next = w.sent
-			w.sent++
-		}
-		w.mu.Unlock()
-		if got == w.cfg.Calls {
-			w.finish(nil)
-			return
-		}
-		if next >= 0 {
-			if err := w.call(ctx, uint64(next)); err != nil {
-				w.finish(err)
-			}
-		}
-	})
+	}
 }
 
 func (w *pipeliner) finish(err error) {

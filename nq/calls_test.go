@@ -1,0 +1,158 @@
+package nq
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+// newTestTable returns a table whose timer never fires during the test (deadlines are far in
+// the future on the real clock; the test drives expiry itself).
+func newTestTable(t *testing.T) *callTable {
+	tab := newCallTable(func() {})
+	t.Cleanup(func() { tab.drain() })
+	return &tab
+}
+
+// TestCallTableModel runs random adds, completions (in order, out of order, unknown ids) and
+// expiries against a plain map and checks that the table agrees at every step: lookups, the
+// set of calls each expiry returns, and the pending count.
+func TestCallTableModel(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		ops       int
+		inOrder   float64 // probability that a completion takes the oldest pending call
+		ownDL     float64 // probability that a call has a deadline earlier than the last one
+		maxActive int
+	}{
+		{"in order", 20000, 1, 0, 64},
+		{"mixed", 20000, 0.5, 0.1, 300},
+		{"random with own deadlines", 20000, 0, 0.5, 1000},
+		{"many pending", 40000, 0.9, 0.05, 9000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(1, uint64(tc.ops)))
+			tab := newTestTable(t)
+			model := map[uint64]*call{}
+			var order []uint64 // ids in the order they were added
+			var clock, lastDL int64 = 1e12, 0
+			var prev uint64
+			for range tc.ops {
+				switch op := rng.IntN(10); {
+				case op < 5 && len(model) < tc.maxActive:
+					c := &call{}
+					c.id = tab.allocID(prev)
+					prev = c.id
+					if model[c.id] != nil {
+						t.Fatalf("id %d allocated while pending", c.id)
+					}
+					if len(model) < shortIDPending && c.id > maxShortID {
+						t.Fatalf("id %d with %d pending: want a two-byte id", c.id, len(model))
+					}
+					c.deadline = clock + 1000
+					if rng.Float64() < tc.ownDL {
+						c.deadline = clock + rng.Int64N(1000)
+					}
+					lastDL = max(lastDL, c.deadline)
+					tab.add(c)
+					model[c.id] = c
+					order = append(order, c.id)
+				case op < 8 && len(model) > 0:
+					var id uint64
+					if rng.Float64() < tc.inOrder {
+						for model[order[0]] == nil {
+							order = order[1:]
+						}
+						id = order[0]
+					} else {
+						for id = range model {
+							break
+						}
+					}
+					if got := tab.remove(id); got != model[id] {
+						t.Fatalf("remove(%d) = %p, want %p", id, got, model[id])
+					}
+					delete(model, id)
+				case op < 9:
+					if got := tab.remove(uint64(rng.IntN(1 << 15))); got != nil && model[got.id] != got {
+						t.Fatalf("remove of an unknown id returned a call not pending")
+					} else if got != nil {
+						delete(model, got.id)
+					}
+				default:
+					clock += rng.Int64N(600)
+					var want []*call
+					for _, c := range model {
+						if c.deadline <= clock {
+							want = append(want, c)
+						}
+					}
+					got := tab.expired(clock)
+					byID := func(a, b *call) int { return int(a.id) - int(b.id) }
+					slices.SortFunc(want, byID)
+					slices.SortFunc(got, byID)
+					if !slices.Equal(got, want) {
+						t.Fatalf("expired(%d): got %d calls, want %d", clock, len(got), len(want))
+					}
+					for _, c := range got {
+						delete(model, c.id)
+					}
+				}
+				if tab.pending() != len(model) {
+					t.Fatalf("pending %d, model %d", tab.pending(), len(model))
+				}
+				if tab.fifoLen > 2*tab.n+minSlots+1 {
+					t.Fatalf("FIFO holds %d entries for %d pending calls", tab.fifoLen, tab.n)
+				}
+			}
+			for id, c := range model {
+				if tab.lookup(id) != c {
+					t.Fatalf("lookup(%d) lost a pending call", id)
+				}
+			}
+			if got := tab.drain(); len(got) != len(model) {
+				t.Fatalf("drain returned %d calls, want %d", len(got), len(model))
+			}
+		})
+	}
+}
+
+// TestCallTableLongIDs: with more calls pending than two-byte ids can number, ids leave the
+// two-byte range and stay unique.
+func TestCallTableLongIDs(t *testing.T) {
+	tab := newTestTable(t)
+	seen := map[uint64]bool{}
+	var prev uint64
+	for i := range maxShortID + 100 {
+		c := &call{deadline: int64(i)}
+		c.id = tab.allocID(prev)
+		prev = c.id
+		if seen[c.id] {
+			t.Fatalf("id %d given twice", c.id)
+		}
+		seen[c.id] = true
+		tab.add(c)
+	}
+	if prev <= maxShortID {
+		t.Fatalf("last id %d: want ids past %d with %d pending", prev, maxShortID, tab.pending())
+	}
+}
+
+// BenchmarkCallTable measures one call's add and in-order completion with 32 in flight.
+func BenchmarkCallTable(b *testing.B) {
+	tab := newCallTable(func() {})
+	defer tab.drain()
+	calls := make([]call, 64)
+	var prev uint64
+	for i := range b.N {
+		c := &calls[i%len(calls)]
+		if i >= 32 {
+			tab.remove(calls[(i-32)%len(calls)].id)
+		}
+		c.id = tab.allocID(prev)
+		prev = c.id
+		c.deadline = int64(i)
+		tab.add(c)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/call")
+}
