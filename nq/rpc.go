@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/naquid/naquid/internal/wire"
@@ -22,13 +21,10 @@ type RPCStream struct {
 
 	// calls and nextID are guarded by the stream's write lock (s.wmu): a call is filed and its
 	// request appended under one lock.
-	calls  callTable
-	nextID uint64
-	// unanswered counts requests received and not yet answered (server side), for Shutdown's
-	// drain; per stream, so the request path touches no counter shared between connections.
-	unanswered atomic.Int64
-	srv        *Server   // the server the stream belongs to; nil on a client
-	requests   []Request // unused Request records, taken by the reader one at a time
+	calls    callTable
+	nextID   uint64
+	srv      *Server   // the server the stream belongs to; nil on a client
+	requests []Request // unused Request records, taken by the reader one at a time
 
 	mu    sync.Mutex // guards value
 	value any
@@ -46,7 +42,7 @@ type Request struct {
 	stream   *RPCStream
 	msgid    uint64
 	early    bool
-	answered atomic.Bool
+	answered bool // guarded by the stream's write lock
 }
 
 func newRPCStream(st *stream, h *RPCHandler) *RPCStream {
@@ -357,21 +353,19 @@ func (r *RPCStream) dispatchRequest(f wire.Frame) {
 		req.early = !r.s.gen.confirmed()
 	}
 	if r.h.OnRequest == nil {
-		req.answered.Store(true)
+		req.answered = true // not yet visible to any other goroutine
 		r.writeError(f.MsgID, &RemoteError{Code: CodeNoHandler, Message: "no request handler for " + r.s.name})
 		return
 	}
-	if srv := r.srv; srv != nil {
-		// Count first, then check: Shutdown sets draining, then sums the counts, so either it
-		// sees this request or this request sees it draining.
-		r.unanswered.Add(1)
-		if srv.draining.Load() {
-			r.unanswered.Add(-1)
-			req.answered.Store(true)
-			r.writeError(f.MsgID, &RemoteError{Code: CodeShuttingDown, Message: "server shutting down"})
-			return
-		}
+	if srv := r.srv; srv != nil && srv.draining.Load() {
+		// Shutdown sets draining, then waits until no stream is inside a handler pass and
+		// every request counted is answered: a request either sees draining here or is
+		// counted when this pass ends.
+		req.answered = true
+		r.writeError(f.MsgID, &RemoteError{Code: CodeShuttingDown, Message: "server shutting down"})
+		return
 	}
+	r.s.passRequests++
 	r.h.OnRequest(req)
 }
 
@@ -427,11 +421,8 @@ func (req *Request) Reply(payload []byte) error {
 	if err := req.stream.checkPayload(payload); err != nil {
 		return err
 	}
-	if !req.answer() {
-		return ErrAnswered
-	}
 	id := req.msgid
-	return req.stream.s.write(func(b []byte) ([]byte, error) { return wire.AppendReply(b, id, payload) })
+	return req.stream.s.answer(&req.answered, func(b []byte) ([]byte, error) { return wire.AppendReply(b, id, payload) })
 }
 
 // Fail answers the request with an error. A *RemoteError (found with errors.As) travels as is;
@@ -448,19 +439,8 @@ func (req *Request) Fail(err error) error {
 	if re.Code < wire.MinErrorCode || re.Code > wire.MaxErrorCode {
 		return fmt.Errorf("nq: Fail: code %d outside [%d, %d]", re.Code, int64(wire.MinErrorCode), int64(wire.MaxErrorCode))
 	}
-	if !req.answer() {
-		return ErrAnswered
-	}
-	return req.stream.writeError(req.msgid, re)
-}
-
-// answer marks the request answered exactly once, for the server's drain accounting.
-func (req *Request) answer() bool {
-	if !req.answered.CompareAndSwap(false, true) {
-		return false
-	}
-	if r := req.stream; r.srv != nil {
-		r.unanswered.Add(-1)
-	}
-	return true
+	id := req.msgid
+	return req.stream.s.answer(&req.answered, func(b []byte) ([]byte, error) {
+		return wire.AppendError(b, id, re.Code, re.Message, re.Data)
+	})
 }

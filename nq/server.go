@@ -392,8 +392,14 @@ func (s *Server) inFlight() int64 {
 			continue
 		}
 		for _, st := range g.snapshot() {
-			if r, ok := st.proto.(*RPCStream); ok {
-				n += max(r.unanswered.Load(), 0)
+			if _, ok := st.proto.(*RPCStream); ok {
+				// A stream inside a handler pass counts its requests when the pass ends:
+				// count it as one at least.
+				pending, inPass := st.requestsPending()
+				if inPass {
+					pending = max(pending, 1)
+				}
+				n += pending
 			}
 		}
 	}

@@ -62,21 +62,26 @@ type stream struct {
 
 	// framesIn counts the frames the reader parsed since the end of its last handler pass; the
 	// pass's end adds them to the connection's count (one atomic add per pass, not per frame).
-	framesIn uint64
+	// passRequests counts the requests it dispatched; the pass's end adds them to requestsIn.
+	framesIn     uint64
+	passRequests int64
 
-	wmu        sync.Mutex
-	written    int64  // bytes appended to the stream so far: the QUIC offset of the next append
-	framesOut  uint64 // frames in wbuf, added to the connection's count when wbuf is handed on
-	wbuf       []byte
-	spare      []byte
-	inPass     bool
-	werr       error // sticky: later writes fail with it (set by a failure or a close)
-	failed     bool  // a write to quic-go failed: nothing more is sent
-	flushMu    sync.Mutex
-	blocked    bool          // a blocking write is in progress; flushes leave the buffer to it
-	finned     bool          // FIN sent or pending (finish ran)
-	finPending bool          // finish came during a blocking write: send FIN when it is done
-	unblocked  chan struct{} // closed when the blocking write ends (made when it starts)
+	wmu       sync.Mutex
+	written   int64  // bytes appended to the stream so far: the QUIC offset of the next append
+	framesOut uint64 // frames in wbuf, added to the connection's count when wbuf is handed on
+	// requestsIn counts the requests dispatched by ended handler passes, requestsAnswered the
+	// answers given (RPC streams; for the server's drain).
+	requestsIn, requestsAnswered int64
+	wbuf                         []byte
+	spare                        []byte
+	inPass                       bool
+	werr                         error // sticky: later writes fail with it (set by a failure or a close)
+	failed                       bool  // a write to quic-go failed: nothing more is sent
+	flushMu                      sync.Mutex
+	blocked                      bool          // a blocking write is in progress; flushes leave the buffer to it
+	finned                       bool          // FIN sent or pending (finish ran)
+	finPending                   bool          // finish came during a blocking write: send FIN when it is done
+	unblocked                    chan struct{} // closed when the blocking write ends (made when it starts)
 
 	opened   atomic.Bool // the open hook accepted the stream
 	closing  atomic.Bool
@@ -103,6 +108,33 @@ func newStream(g *generation, qs *quicgo.Stream, name string, outgoing bool) *st
 // with an error when it cannot encode.
 func (s *stream) write(appendFn func([]byte) ([]byte, error)) error {
 	s.wmu.Lock()
+	return s.appendLocked(appendFn)
+}
+
+// answer writes the answer to a request unless *answered says it was given already (then it
+// returns ErrAnswered). *answered and the answer count are guarded by the write lock, so each
+// request gets one answer however many goroutines try.
+func (s *stream) answer(answered *bool, appendFn func([]byte) ([]byte, error)) error {
+	s.wmu.Lock()
+	if *answered {
+		s.wmu.Unlock()
+		return ErrAnswered
+	}
+	*answered = true
+	s.requestsAnswered++
+	return s.appendLocked(appendFn)
+}
+
+// requestsPending returns how many dispatched requests wait for their answer, and whether a
+// handler pass is running (the requests it dispatches are counted when it ends).
+func (s *stream) requestsPending() (n int64, inPass bool) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return max(s.requestsIn-s.requestsAnswered, 0), s.inPass
+}
+
+// appendLocked is write's body, entered with the write lock held; it releases the lock.
+func (s *stream) appendLocked(appendFn func([]byte) ([]byte, error)) error {
 	if s.werr != nil {
 		err := s.werr
 		s.wmu.Unlock()
@@ -259,6 +291,8 @@ func (s *stream) setPass(in bool) {
 	}
 	s.wmu.Lock()
 	s.inPass = in
+	s.requestsIn += s.passRequests
+	s.passRequests = 0
 	pending := len(s.wbuf) > 0
 	s.wmu.Unlock()
 	if !in && pending {
