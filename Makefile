@@ -5,7 +5,7 @@ STATICCHECK := .bin/staticcheck
 # The race detector multiplies CPU time; on 2 cores keep the package parallelism modest.
 TESTFLAGS ?= -race -count=1 -timeout 8m
 
-.PHONY: all setup demo test lint fmt-check vet staticcheck unit fuzz-short fuzz soak xdp-test bench bench-check bench-pps profile clean
+.PHONY: all setup demo test lint fmt-check vet staticcheck unit fuzz-short fuzz soak xdp-test bench bench-xdp bench-check bench-pps profile clean
 
 all: test
 
@@ -54,6 +54,12 @@ soak:
 ## kcp-go+smux; writes bench/results/latest.md and prints the change from the last run.
 bench:
 	cd bench && ./run.sh $(BENCHFLAGS)
+
+## bench-xdp: make bench's pipeline and tick runs with nq on afxdp as well (its server on AF_XDP on a
+## veth pair between two namespaces nqbench creates, the peers on loopback); needs root; about
+## 3.5 minutes; writes bench/results/xdp.md.
+bench-xdp:
+	cd bench && ./run.sh xdp $(BENCHFLAGS)
 
 ## bench-pps: datagram rates per transport (udp, mmsg, afxdp, and asavie/xdp as the peer) over a
 ## veth pair between two namespaces it creates, cores pinned; needs root; about 3.5 minutes.

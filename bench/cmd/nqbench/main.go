@@ -14,11 +14,22 @@
 //	          back, with TLS session resumption, then after a second restart without it.
 //	          Default K=10000.
 //
-// Stacks (-stacks): nq (naquid, on the transports of -transports: udp, mmsg; afxdp is not
-// supported yet), quic (raw quic-go, one pipelined stream per connection), tcp and tls
-// (length-prefixed frames), grpc (gRPC-go unary over TLS), kcp (kcp-go fast mode + smux).
-// Without -stacks each workload runs its default set: pipeline all, tick nq and quic, idle nq,
-// quic and tcp, storm nq.
+// Stacks (-stacks): nq (naquid, on the transports of -transports: udp, mmsg, afxdp), quic (raw
+// quic-go, one pipelined stream per connection), tcp and tls (length-prefixed frames), grpc
+// (gRPC-go unary over TLS), kcp (kcp-go fast mode + smux). Without -stacks each workload runs
+// its default set: pipeline all, tick nq and quic, idle nq, quic and tcp, storm nq.
+//
+// afxdp needs a real interface. In-process, each afxdp run creates two network namespaces
+// joined by a veth pair (192.0.2.1 and 192.0.2.2, TEST-NET-1), runs the nq server on AF_XDP on
+// its veth end in one (copy mode: veth has no zero-copy) and the clients on kernel UDP in the
+// other, and deletes both when the run ends, also on an error, SIGINT or SIGTERM (not on
+// SIGKILL: `ip netns list` then shows nqbA-/nqbB- leftovers). Its results' note says so and
+// counts the datagrams the AF_XDP socket carried; the other stacks stay on loopback, so ratios
+// against nq/afxdp compare two network paths. It needs root (or CAP_NET_ADMIN, CAP_SYS_ADMIN,
+// CAP_NET_RAW, CAP_BPF) and a kernel with AF_XDP; without them -transports afxdp fails before
+// any run with the reason. With -mode server, -transports afxdp attaches to -iface (required)
+// and -addr must be an address traffic reaches through it; -mode client runs its clients on
+// kernel sockets (udp, mmsg) whatever the server's transport.
 //
 // By default every (workload, stack) runs in its own child process, so that peak RSS, heap and
 // CPU are that stack's alone (-isolate=false runs everything in this process). Server and
@@ -38,8 +49,10 @@
 //
 //	go run ./cmd/nqbench -c 10 -n 2000
 //	go run ./cmd/nqbench -workloads tick -stacks nq -transports udp,mmsg
+//	go run ./cmd/nqbench -stacks nq,quic -transports udp,afxdp            # as root
 //	go run ./cmd/nqbench -mode server -stacks nq -addr 127.0.0.1:4433 -certs /tmp/nqcerts
 //	go run ./cmd/nqbench -mode client -stacks nq -addr 127.0.0.1:4433 -certs /tmp/nqcerts
+//	go run ./cmd/nqbench -mode server -stacks nq -transports afxdp -iface eth0 -addr 0.0.0.0:4433 -certs /tmp/nqcerts
 package main
 
 import (

@@ -51,11 +51,43 @@ func TestParseOptionsRejects(t *testing.T) {
 		{[]string{"-storm-recovery", "0s"}, "-storm-recovery"},
 		{[]string{"-threshold", "-1"}, "-threshold"},
 		{[]string{"extra"}, "unexpected arguments"},
+		{[]string{"-mode", "server", "-stacks", "nq", "-transports", "afxdp"}, "needs -iface"},
+		{[]string{"-mode", "server", "-stacks", "nq", "-transports", "afxdp", "-iface", "eth0"}, "needs -addr"},
+		{[]string{"-mode", "server", "-stacks", "nq", "-transports", "afxdp", "-iface", "eth0", "-addr", "127.0.0.1:4433"}, "loopback"},
+		{[]string{"-mode", "server", "-stacks", "nq", "-transports", "afxdp", "-iface", "a-very-long-interface", "-addr", "192.0.2.1:1"}, "not an interface name"},
+		{[]string{"-mode", "server", "-stacks", "tcp", "-transports", "afxdp", "-iface", "eth0", "-addr", "192.0.2.1:1"}, "-stacks nq"},
+		{[]string{"-mode", "server", "-stacks", "nq", "-iface", "eth0"}, "-iface is for -transports afxdp"},
+		{[]string{"-iface", "eth0"}, "-iface is for -mode server"},
+		{[]string{"-mode", "client", "-addr", "192.0.2.1:1", "-certs", "x", "-iface", "eth0"}, "-iface is for -mode server"},
+		{[]string{"-mode", "client", "-addr", "192.0.2.1:1", "-certs", "x", "-transports", "afxdp"}, "clients run on kernel sockets"},
+		{[]string{"-idle-client", "-mode", "client", "-addr", "192.0.2.1:1", "-certs", "x", "-stacks", "nq", "-transports", "afxdp"}, "needs -client-netns"},
+		{[]string{"-client-netns", "nqbB-1"}, "internal"},
 	} {
 		_, err := parseOptions(tc.args, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("parseOptions(%q) = %v, want an error mentioning %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+func TestParseOptionsAFXDP(t *testing.T) {
+	o, err := parseOptions([]string{"-mode", "server", "-stacks", "nq", "-transports", "afxdp", "-iface", "eth0", "-addr", "0.0.0.0:4433"}, &bytes.Buffer{})
+	if err != nil || o.iface != "eth0" || o.addr != "0.0.0.0:4433" {
+		t.Fatalf("server over afxdp: %+v, %v", o, err)
+	}
+	o, err = parseOptions([]string{"-transports", "udp,afxdp", "-workloads", "pipeline,storm", "-stacks", "nq,quic"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range o.plan() {
+		got = append(got, r.String())
+	}
+	if want := []string{"pipeline nq/udp", "pipeline nq/afxdp", "pipeline quic", "storm nq/udp", "storm nq/afxdp"}; !slices.Equal(got, want) || !o.usesXDP() {
+		t.Errorf("plan = %q (uses afxdp: %v), want %q", got, o.usesXDP(), want)
+	}
+	if o, _ := parseOptions([]string{"-transports", "afxdp", "-stacks", "tcp"}, &bytes.Buffer{}); o.usesXDP() {
+		t.Error("a plan without nq uses afxdp")
 	}
 }
 

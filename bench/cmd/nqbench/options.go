@@ -27,6 +27,7 @@ type options struct {
 	transports []string
 	mode       string
 	addr       string
+	iface      string
 	certsDir   string
 	perSocket  int
 	timeout    time.Duration
@@ -46,9 +47,13 @@ type options struct {
 	storm workload.StormConfig
 
 	// Internal: set by nqbench on its own child processes.
-	child      bool
-	idleClient bool
+	child       bool
+	idleClient  bool
+	clientNetns string
 }
+
+// xdpTransport is the nq transport that needs an interface (package xdpnet builds one in-process).
+const xdpTransport = "afxdp"
 
 // defaultStacks is each workload's stack set when -stacks is not given.
 var defaultStacks = map[string][]string{
@@ -86,6 +91,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&transports, "transports", "udp", "comma-separated nq transports: "+strings.Join(stack.Transports(), ", "))
 	fs.StringVar(&o.mode, "mode", modeInproc, "inproc (server and clients here), server (serve one stack), client (run against -addr)")
 	fs.StringVar(&o.addr, "addr", "", "server address: where -mode server listens (default 127.0.0.1:4433), what -mode client dials")
+	fs.StringVar(&o.iface, "iface", "", "-mode server -transports afxdp: the interface to attach AF_XDP to (in-process runs build their own veth pair between two network namespaces)")
 	fs.StringVar(&o.certsDir, "certs", "", "certificate directory: -mode server writes a dev CA and leaf there (or uses the ones there), -mode client trusts its ca.pem")
 	fs.IntVar(&o.perSocket, "per-socket", 0, "client connections per client socket for nq and quic (0: 1 for pipeline, 100 for the others)")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "bound on each run")
@@ -121,6 +127,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 
 	fs.BoolVar(&o.child, "child", false, "internal: run exactly one workload and stack, print its JSON line")
 	fs.BoolVar(&o.idleClient, "idle-client", false, "internal: the idle workload's client process")
+	fs.StringVar(&o.clientNetns, "client-netns", "", "internal: the idle client process of an afxdp run opens its sockets in this network namespace")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -169,10 +176,19 @@ func (o *options) validate() error {
 		if len(o.stacks) != 1 || len(o.transports) != 1 {
 			return fmt.Errorf("-mode server serves one stack: give exactly one -stacks and one -transports")
 		}
+		if err := o.validateServerXDP(); err != nil {
+			return err
+		}
 		if o.addr == "" {
 			o.addr = "127.0.0.1:4433"
 		}
 	case modeClient:
+		switch {
+		case slices.Contains(o.transports, xdpTransport) && !o.idleClient:
+			return fmt.Errorf("-mode client -transports afxdp: nqbench's clients run on kernel sockets (udp or mmsg); AF_XDP is the server's transport (-mode server -transports afxdp -iface ...)")
+		case slices.Contains(o.transports, xdpTransport) && o.clientNetns == "":
+			return fmt.Errorf("-idle-client -transports afxdp needs -client-netns")
+		}
 		if o.addr == "" {
 			return fmt.Errorf("-mode client needs -addr")
 		}
@@ -189,6 +205,12 @@ func (o *options) validate() error {
 		if _, err := netip.ParseAddrPort(o.addr); err != nil {
 			return fmt.Errorf("-addr %q: want ip:port: %w", o.addr, err)
 		}
+	}
+	if o.iface != "" && o.mode != modeServer {
+		return fmt.Errorf("-iface is for -mode server -transports afxdp; in-process afxdp runs build their own veth pair")
+	}
+	if o.clientNetns != "" && !o.idleClient {
+		return fmt.Errorf("-client-netns is internal to the idle workload's client process")
 	}
 	if o.perSocket < 0 {
 		return fmt.Errorf("-per-socket %d is negative", o.perSocket)
@@ -211,6 +233,38 @@ func (o *options) validate() error {
 		return fmt.Errorf("-threshold %v is negative", o.threshold)
 	}
 	return nil
+}
+
+// validateServerXDP checks -iface and -addr for -mode server: AF_XDP needs an interface and an
+// address that traffic reaches through it.
+func (o *options) validateServerXDP() error {
+	if o.transports[0] != xdpTransport {
+		if o.iface != "" {
+			return fmt.Errorf("-iface is for -transports afxdp, not %s", o.transports[0])
+		}
+		return nil
+	}
+	if o.stacks[0] != stack.NQ {
+		return fmt.Errorf("-transports afxdp is an nq transport: use -stacks nq")
+	}
+	if o.iface == "" {
+		return fmt.Errorf("-mode server -transports afxdp needs -iface: the interface to attach AF_XDP to, such as eth0")
+	}
+	if len(o.iface) > 15 || strings.ContainsAny(o.iface, "/ \t") {
+		return fmt.Errorf("-iface %q is not an interface name", o.iface)
+	}
+	if o.addr == "" {
+		return fmt.Errorf("-mode server -transports afxdp needs -addr: an address of -iface %s with a port (or 0.0.0.0:port)", o.iface)
+	}
+	if ap, err := netip.ParseAddrPort(o.addr); err == nil && ap.Addr().IsLoopback() {
+		return fmt.Errorf("-addr %s is a loopback address: AF_XDP sees only what arrives on -iface %s; give one of its addresses (or 0.0.0.0:port)", o.addr, o.iface)
+	}
+	return nil
+}
+
+// usesXDP reports whether the runs planned include nq on afxdp.
+func (o *options) usesXDP() bool {
+	return slices.ContainsFunc(o.plan(), func(r runSpec) bool { return r.transport == xdpTransport })
 }
 
 // runSpec is one run: one workload on one stack (and nq transport).

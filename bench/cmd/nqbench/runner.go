@@ -19,6 +19,8 @@ import (
 	"github.com/naquid/naquid/bench/internal/report"
 	"github.com/naquid/naquid/bench/internal/stack"
 	"github.com/naquid/naquid/bench/internal/workload"
+	"github.com/naquid/naquid/bench/internal/xdpnet"
+	"github.com/naquid/naquid/transport/afxdp"
 )
 
 // runSuite runs every planned run (each in a child process unless -isolate=false), prints the
@@ -43,6 +45,10 @@ func runSuite(ctx context.Context, o *options, args []string, stdout, stderr io.
 	plan := o.plan()
 	if len(o.from) > 0 {
 		plan = nil
+	} else if o.usesXDP() {
+		if err := xdpnet.Available(); err != nil {
+			return fmt.Errorf("-transports afxdp: %w", err)
+		}
 	}
 	for _, r := range plan {
 		if ctx.Err() != nil {
@@ -168,7 +174,7 @@ func runIsolated(ctx context.Context, o *options, args []string, r runSpec, stde
 	cmd := exec.CommandContext(ctx, exe, childArgs(args, r)...)
 	cmd.Env = childEnv()
 	cmd.Stderr = stderr
-	cmd.WaitDelay = 5 * time.Second
+	interruptOnCancel(cmd)
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	runErr := cmd.Run()
@@ -183,6 +189,14 @@ func runIsolated(ctx context.Context, o *options, args []string, r runSpec, stde
 		return nil, errors.New("child process printed no result")
 	}
 	return res, nil
+}
+
+// interruptOnCancel makes cmd's context end the child with an interrupt, which it handles like
+// the user's ^C (it stops, deletes the network namespaces of an afxdp run, and exits), and only
+// 5 s later with SIGKILL.
+func interruptOnCancel(cmd *exec.Cmd) {
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 5 * time.Second
 }
 
 // childEnv is the environment of child processes (tests add to it).
@@ -247,13 +261,36 @@ func runOne(ctx context.Context, o *options, r runSpec, stderr io.Writer) ([]wor
 	return res, err
 }
 
-// runWorkload runs r in this process.
-func runWorkload(ctx context.Context, o *options, r runSpec, stderr io.Writer) ([]workload.Result, error) {
+// runWorkload runs r in this process; an afxdp run builds its network first (xdpnet) and
+// deletes it before returning, and its results note what the server's AF_XDP socket did.
+func runWorkload(ctx context.Context, o *options, r runSpec, stderr io.Writer) (res []workload.Result, err error) {
 	certs, err := o.certs()
 	if err != nil {
 		return nil, err
 	}
 	scfg := o.stackConfig(r, certs)
+	if r.transport == xdpTransport {
+		xn, nerr := xdpnet.New()
+		if nerr != nil {
+			return nil, fmt.Errorf("%s: %w", r, nerr)
+		}
+		defer func() {
+			for i := range res {
+				res[i].AddNote(xn.Summary())
+			}
+			if cerr := xn.Close(); cerr != nil {
+				err = errors.Join(err, cerr)
+			}
+		}()
+		scfg.ServerFactory, scfg.ClientFactory = xn.ServerFactory(), xn.ClientFactory()
+		return runStack(ctx, o, r, certs, scfg, xn.ClientNamespace(), stderr)
+	}
+	return runStack(ctx, o, r, certs, scfg, "", stderr)
+}
+
+// runStack runs r on the stack scfg configures; clientNetns is where the idle workload's client
+// process opens its sockets ("": where it runs).
+func runStack(ctx context.Context, o *options, r runSpec, certs *stack.Certs, scfg stack.Config, clientNetns string, stderr io.Writer) ([]workload.Result, error) {
 	st, err := stack.New(r.stack, scfg)
 	if err != nil {
 		return nil, err
@@ -280,7 +317,7 @@ func runWorkload(ctx context.Context, o *options, r runSpec, stderr io.Writer) (
 			err := workload.RunIdleClient(ctx, env, cfg, func(r workload.Result) error { res = r; return nil }, func(context.Context) {})
 			return one(res, err)
 		}
-		return one(runIdleServer(ctx, o, r, certs, env, cfg))
+		return one(runIdleServer(ctx, o, r, certs, env, cfg, clientNetns))
 	case workload.Storm:
 		cfg := o.storm
 		cfg.PerSocket = scfg.PerSocket
@@ -290,8 +327,9 @@ func runWorkload(ctx context.Context, o *options, r runSpec, stderr io.Writer) (
 }
 
 // runIdleServer runs the idle workload's server here and its clients in a child process that
-// trusts certificates written to a temporary directory.
-func runIdleServer(ctx context.Context, o *options, r runSpec, certs *stack.Certs, env workload.Env, cfg workload.IdleConfig) (workload.Result, error) {
+// trusts certificates written to a temporary directory (and opens its sockets in clientNetns
+// when not "").
+func runIdleServer(ctx context.Context, o *options, r runSpec, certs *stack.Certs, env workload.Env, cfg workload.IdleConfig, clientNetns string) (workload.Result, error) {
 	dir, err := os.MkdirTemp("", "nqbench-certs-")
 	if err != nil {
 		return workload.Result{}, fmt.Errorf("idle: %w", err)
@@ -306,6 +344,9 @@ func runIdleServer(ctx context.Context, o *options, r runSpec, certs *stack.Cert
 			"-per-socket", fmt.Sprint(cfg.PerSocket), "-timeout", o.timeout.String()}
 		if r.transport != "" {
 			args = append(args, "-transports", r.transport)
+		}
+		if clientNetns != "" {
+			args = append(args, "-client-netns", clientNetns)
 		}
 		if o.quiet {
 			args = append(args, "-quiet")
@@ -334,7 +375,7 @@ func startClientProcess(ctx context.Context, args []string, stderr io.Writer) (*
 	cmd := exec.CommandContext(ctx, exe, args...)
 	cmd.Env = childEnv()
 	cmd.Stderr = stderr
-	cmd.WaitDelay = 5 * time.Second
+	interruptOnCancel(cmd)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -406,7 +447,11 @@ func runIdleClient(ctx context.Context, o *options, stdout, stderr io.Writer) er
 	if r.stack == stack.NQ {
 		r.transport = o.transports[0]
 	}
-	st, err := stack.New(r.stack, o.stackConfig(r, certs))
+	scfg := o.stackConfig(r, certs)
+	if o.clientNetns != "" {
+		scfg.ClientFactory = xdpnet.ClientFactoryIn(o.clientNetns)
+	}
+	st, err := stack.New(r.stack, scfg)
 	if err != nil {
 		return err
 	}
@@ -447,7 +492,11 @@ func serve(ctx context.Context, o *options, stderr io.Writer) error {
 	if r.stack == stack.NQ {
 		r.transport = o.transports[0]
 	}
-	st, err := stack.New(r.stack, o.stackConfig(r, certs))
+	scfg := o.stackConfig(r, certs)
+	if r.transport == xdpTransport {
+		scfg.ServerFactory = afxdp.Factory(afxdp.Config{Interface: o.iface})
+	}
+	st, err := stack.New(r.stack, scfg)
 	if err != nil {
 		return err
 	}

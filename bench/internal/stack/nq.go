@@ -27,24 +27,25 @@ const echoMethod = 1
 // nqStack is naquid: an nq.Server with one RPC protocol, and nq.Clients each carrying
 // Config.PerSocket connections on one socket; every connection calls over one RPC stream.
 type nqStack struct {
-	cfg     Config
-	name    string
-	factory transport.Factory
+	cfg  Config
+	name string
 }
 
 func newNQ(cfg Config) (*nqStack, error) {
-	f, err := TransportFactory(cfg.Transport)
-	if err != nil {
-		return nil, err
+	_, serr := cfg.serverFactory()
+	_, cerr := cfg.clientFactory()
+	if serr != nil && cerr != nil {
+		return nil, serr // neither side can run
 	}
 	name := cfg.Transport
 	if name == "" {
 		name = "udp"
 	}
-	return &nqStack{cfg: cfg, name: NQ + "/" + name, factory: f}, nil
+	return &nqStack{cfg: cfg, name: NQ + "/" + name}, nil
 }
 
-// TransportFactory returns the nq transport named name ("" is udp).
+// TransportFactory returns the nq transport named name ("" is udp) on kernel sockets; for afxdp,
+// which needs an interface, it returns an error matching ErrNeedsFactory.
 func TransportFactory(name string) (transport.Factory, error) {
 	switch name {
 	case "", "udp":
@@ -52,9 +53,25 @@ func TransportFactory(name string) (transport.Factory, error) {
 	case "mmsg":
 		return mmsg.Factory(mmsg.Config{}), nil
 	case "afxdp":
-		return nil, fmt.Errorf("stack nq: transport afxdp: %w (it needs a network namespace and a veth pair)", ErrTransportUnsupported)
+		return nil, fmt.Errorf("stack nq: %w", ErrNeedsFactory)
 	}
 	return nil, fmt.Errorf("stack nq: unknown transport %q", name)
+}
+
+// serverFactory is the nq server's transport: ServerFactory, else Transport's default.
+func (c Config) serverFactory() (transport.Factory, error) {
+	if c.ServerFactory != nil {
+		return c.ServerFactory, nil
+	}
+	return TransportFactory(c.Transport)
+}
+
+// clientFactory is the nq clients' transport: ClientFactory, else Transport's default.
+func (c Config) clientFactory() (transport.Factory, error) {
+	if c.ClientFactory != nil {
+		return c.ClientFactory, nil
+	}
+	return TransportFactory(c.Transport)
 }
 
 func (s *nqStack) Name() string { return s.name }
@@ -64,7 +81,7 @@ func NewNQServer(cfg Config) (*nq.Server, error) {
 	if err := cfg.validate(NQ); err != nil {
 		return nil, err
 	}
-	f, err := TransportFactory(cfg.Transport)
+	f, err := cfg.serverFactory()
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +106,7 @@ func NewNQClient(cfg Config, onClose func(c *nq.Conn, err error, attempt int) ti
 	if err := cfg.validate(NQ); err != nil {
 		return nil, err
 	}
-	f, err := TransportFactory(cfg.Transport)
+	f, err := cfg.clientFactory()
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/naquid/naquid/bench/internal/measure"
+	"github.com/naquid/naquid/transport"
 )
 
 // Names of the stacks New knows, in the order reports list them.
@@ -41,8 +42,10 @@ func Transports() []string { return []string{"udp", "mmsg", "afxdp"} }
 // ErrUnknown is returned by New for a name it does not know.
 var ErrUnknown = errors.New("stack: unknown stack")
 
-// ErrTransportUnsupported is returned for an nq transport nqbench cannot run yet.
-var ErrTransportUnsupported = errors.New("stack: transport not supported in nqbench yet")
+// ErrNeedsFactory is returned for the nq transport afxdp when Config has no factory for the
+// side asked for: AF_XDP runs on an interface the caller chooses (nqbench builds a veth pair
+// between network namespaces, package xdpnet), not on loopback.
+var ErrNeedsFactory = errors.New("stack: transport afxdp needs an interface: set Config.ServerFactory and Config.ClientFactory")
 
 // Defaults of Config fields.
 const (
@@ -57,9 +60,15 @@ type Config struct {
 	// Certs is the TLS material of the stacks that encrypt (nq, quic, tls, grpc). Required for
 	// them.
 	Certs *Certs
-	// Transport is nq's packet-I/O backend: "udp" (the default), "mmsg" or "afxdp" (not
-	// supported yet: it needs network namespaces). Other stacks ignore it.
+	// Transport is nq's packet-I/O backend: "udp" (the default), "mmsg" or "afxdp" (which needs
+	// ServerFactory for a server and ClientFactory for clients). It names the stack in reports
+	// ("nq/afxdp"). Other stacks ignore it.
 	Transport string
+	// ServerFactory and ClientFactory, when not nil, open the nq server's and the nq clients'
+	// sockets in place of Transport's default factory (kernel sockets on whatever address the
+	// workload gives). nqbench sets them for afxdp: the server on AF_XDP on a veth end in one
+	// network namespace, the clients on kernel UDP in another. Other stacks ignore them.
+	ServerFactory, ClientFactory transport.Factory
 	// PerSocket is how many client connections share one client UDP socket (one nq.Client or
 	// one quic.Transport), for nq and quic. 0 means 1: every connection has its own socket.
 	PerSocket int

@@ -8,13 +8,17 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/mem"
 
 	"github.com/naquid/naquid/bench/internal/measure"
+	"github.com/naquid/naquid/transport"
+	"github.com/naquid/naquid/transport/udp"
 )
 
 func testCerts(t *testing.T) *Certs {
@@ -156,7 +160,7 @@ func TestConfigValidation(t *testing.T) {
 		{"negative timeout", TCP, Config{CallTimeout: -time.Second}, "CallTimeout"},
 		{"unknown transport", NQ, Config{Certs: certs, Transport: "carrier-pigeon"}, "Transport"},
 		{"no certs", QUIC, Config{}, "Certs"},
-		{"afxdp", NQ, Config{Certs: certs, Transport: "afxdp"}, "not supported in nqbench yet"},
+		{"afxdp without factories", NQ, Config{Certs: certs, Transport: "afxdp"}, "needs an interface"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.stack, tc.cfg)
@@ -168,8 +172,66 @@ func TestConfigValidation(t *testing.T) {
 	if _, err := New("nope", Config{}); !errors.Is(err, ErrUnknown) {
 		t.Errorf("unknown stack error %v does not match ErrUnknown", err)
 	}
-	if _, err := New(NQ, Config{Certs: certs, Transport: "afxdp"}); !errors.Is(err, ErrTransportUnsupported) {
-		t.Errorf("afxdp error %v does not match ErrTransportUnsupported", err)
+	if _, err := New(NQ, Config{Certs: certs, Transport: "afxdp"}); !errors.Is(err, ErrNeedsFactory) {
+		t.Errorf("afxdp error %v does not match ErrNeedsFactory", err)
+	}
+}
+
+// TestNQFactories checks that Config.ServerFactory and Config.ClientFactory open the nq
+// server's and clients' sockets (counting kernel UDP factories stand in for afxdp here), and
+// that an afxdp stack with only a server factory serves but cannot dial.
+func TestNQFactories(t *testing.T) {
+	certs := testCerts(t)
+	var servers, clients atomic.Int64
+	counting := func(n *atomic.Int64) transport.Factory {
+		open := udp.Factory(udp.Config{})
+		return func(ctx context.Context, local netip.AddrPort) (transport.Conn, error) {
+			n.Add(1)
+			return open(ctx, local)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	st, err := New(NQ, Config{Certs: certs, Transport: "afxdp", ServerFactory: counting(&servers), ClientFactory: counting(&clients)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Name() != "nq/afxdp" {
+		t.Errorf("Name = %q, want nq/afxdp", st.Name())
+	}
+	srv, err := st.Listen(ctx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	d, err := st.NewDialer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	c, err := d.Dial(ctx, srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if got, err := c.Pipeline(ctx, 50, 4, []byte("12345678"), measure.NewRecorder(1).Shard(0)); got != 50 || err != nil {
+		t.Fatalf("Pipeline = %d, %v; want 50, nil", got, err)
+	}
+	if servers.Load() != 1 || clients.Load() != 1 {
+		t.Errorf("factories opened %d server and %d client sockets, want 1 and 1", servers.Load(), clients.Load())
+	}
+
+	serverOnly, err := New(NQ, Config{Certs: certs, Transport: "afxdp", ServerFactory: counting(&servers)})
+	if err != nil {
+		t.Fatalf("a server-only afxdp stack: %v", err)
+	}
+	d2, err := serverOnly.NewDialer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d2.Close() })
+	if _, err := d2.Dial(ctx, srv.Addr()); !errors.Is(err, ErrNeedsFactory) {
+		t.Errorf("Dial without a client factory = %v, want ErrNeedsFactory", err)
 	}
 }
 

@@ -86,7 +86,7 @@ func RunIdle(ctx context.Context, env Env, cfg IdleConfig, spawn func(ctx contex
 		res.PeakRSSKiB = u.MaxRSSKiB
 	}
 	if err := cp.Release(); err != nil {
-		addNote(&res, fmt.Sprintf("client process: %v", err))
+		res.AddNote(fmt.Sprintf("client process: %v", err))
 	}
 	return res, nil
 }

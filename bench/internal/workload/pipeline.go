@@ -130,7 +130,7 @@ func RunPipeline(ctx context.Context, env Env, cfg PipelineConfig) (Result, erro
 	fillCost(&res, before, after, elapsed)
 	addDiagnostics(&res, d)
 	if runErr != nil {
-		addNote(&res, runErr.Error())
+		res.AddNote(runErr.Error())
 		if answered == 0 {
 			return res, fmt.Errorf("pipeline %s: %w", name, runErr)
 		}

@@ -207,11 +207,11 @@ func addDiagnostics(r *Result, d stack.Dialer) {
 	if !ok {
 		return
 	}
-	addNote(r, dg.Diagnostics())
+	r.AddNote(dg.Diagnostics())
 }
 
-// addNote appends msg (unless empty) to r's note.
-func addNote(r *Result, msg string) {
+// AddNote appends msg to r.Note ("; " between notes); an empty msg adds nothing.
+func (r *Result) AddNote(msg string) {
 	if msg == "" {
 		return
 	}

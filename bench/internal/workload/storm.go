@@ -177,7 +177,7 @@ func RunStorm(ctx context.Context, env Env, scfg stack.Config, cfg StormConfig) 
 	for n, variant := range cfg.Variants {
 		res := Result{Workload: Storm, Stack: name, Variant: variant, Mode: "inproc", Start: time.Now().Unix(), Conns: cfg.Conns, PerSock: cfg.PerSocket}
 		if n == 0 && refused > 0 {
-			addNote(&res, fmt.Sprintf("%d calls failed while the %d clients first connected (connection refused or lost; they reconnected)", refused, cfg.Conns))
+			res.AddNote(fmt.Sprintf("%d calls failed while the %d clients first connected (connection refused or lost; they reconnected)", refused, cfg.Conns))
 		}
 		r := &stormRound{variant: variant, allBack: make(chan struct{}), rec: measure.NewRecorder(16)}
 		resumed.Store(0)
@@ -214,11 +214,11 @@ func RunStorm(ctx context.Context, env Env, scfg stack.Config, cfg StormConfig) 
 		l := r.rec.Latency()
 		res.P50us, res.P99us, res.MaxUs = us(l.P50), us(l.P99), us(l.Max)
 		fillCost(&res, before, after, elapsed)
-		addNote(&res, fmt.Sprintf("closing the old server took %v", closeTook.Round(time.Millisecond)))
+		res.AddNote(fmt.Sprintf("closing the old server took %v", closeTook.Round(time.Millisecond)))
 		if missing := int64(cfg.Conns) - r.back.Load(); missing > 0 {
 			res.Errors = missing
 			res.RecoverySeconds = 0
-			addNote(&res, fmt.Sprintf("%d of %d clients were not back %v after the restart", missing, cfg.Conns, elapsed.Round(time.Millisecond)))
+			res.AddNote(fmt.Sprintf("%d of %d clients were not back %v after the restart", missing, cfg.Conns, elapsed.Round(time.Millisecond)))
 		}
 		out = append(out, res)
 		if ctx.Err() != nil {

@@ -157,7 +157,7 @@ func RunTick(ctx context.Context, env Env, cfg TickConfig) (Result, error) {
 	res.LagP99us = us(lag.Latency().P99)
 	fillCost(&res, before, after, cfg.Duration)
 	if missed > 0 {
-		addNote(&res, fmt.Sprintf("overloaded: of %d calls scheduled in the measured phase, %d were not sent by its end (the senders fell behind); %d calls were in flight at its end",
+		res.AddNote(fmt.Sprintf("overloaded: of %d calls scheduled in the measured phase, %d were not sent by its end (the senders fell behind); %d calls were in flight at its end",
 			t.scheduled.Load(), missed, pending))
 	}
 	addDiagnostics(&res, d)
