@@ -216,6 +216,12 @@ func runClients(ctx context.Context, cfg config, tr *quicgo.Transport, addr net.
 	}
 	wg.Wait()
 	stop()
+	var packets uint64
+	for _, c := range conns {
+		st := c.ConnectionStats()
+		packets += st.PacketsSent + st.PacketsReceived
+	}
+	res.packets = float64(packets) / float64(len(conns)*cfg.Calls)
 	for _, l := range lat {
 		res.latencies = append(res.latencies, l...)
 	}

@@ -44,7 +44,8 @@ type config struct {
 	// Timeout bounds each workload; when it passes, the run reports what it measured and fails.
 	// Default 50s.
 	Timeout time.Duration
-	// CPUProfile, when set, is the file a CPU profile of the nq workload is written to.
+	// CPUProfile, when set, is the file a CPU profile of the nq workload is written to; the raw
+	// quic-go workload's profile goes to the same name with ".quic-go" appended.
 	CPUProfile string
 	// Metrics, when set, is the address (host:port, port 0 picks one) on which /metrics serves
 	// the Prometheus metrics of the nq server and client while the nq workload runs. Default:
@@ -124,7 +125,7 @@ func main() {
 	flag.IntVar(&cfg.Size, "size", defaultSize, "payload bytes per call")
 	flag.BoolVar(&cfg.Compare, "compare", true, "also run the same workload on raw quic-go and print the ratio")
 	flag.DurationVar(&cfg.Timeout, "timeout", defaultTimeout, "bound on each workload")
-	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the nq workload to this file")
+	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the nq workload to this file (and of the raw quic-go workload to file.quic-go)")
 	flag.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics at http://`host:port`/metrics while the nq workload runs")
 	flag.Parse()
 	if flag.NArg() > 0 {

@@ -93,14 +93,18 @@ func runNQ(ctx context.Context, cfg config, ms *metricsServer) (*result, error) 
 		cfg.afterLoad()
 	}
 
-	var frames, packets uint64
+	var frames, packets, received uint64
 	for _, c := range conns {
 		st := c.Stats()
 		frames += st.FramesSent
 		packets += st.PacketsSent
+		received += st.PacketsReceived
 	}
 	if packets > 0 {
 		res.frames = float64(frames) / float64(packets)
+	}
+	if calls := len(conns) * cfg.Calls; calls > 0 {
+		res.packets = float64(packets+received) / float64(calls)
 	}
 	var firstErr error
 	for i, w := range workers {

@@ -18,14 +18,20 @@ type result struct {
 	latencies []time.Duration // one per completed call, in no particular order
 	frames    float64         // RPC frames per QUIC packet sent by the clients (nq only)
 	syscalls  float64         // socket system calls per datagram, both ends (backends that count)
+	packets   float64         // QUIC packets the clients sent and received, per completed call
 }
 
-// start begins measuring (and profiling, when asked for the nq workload) and returns the
-// function that ends it.
+// start begins measuring (and profiling, when asked) and returns the function that ends it.
+// The nq workload's profile goes to cfg.CPUProfile, the raw quic-go peer's to the same name
+// with ".quic-go" appended.
 func (r *result) start(cfg config) (stop func(), err error) {
 	var prof *os.File
-	if cfg.CPUProfile != "" && r.name == "nq" {
-		if prof, err = os.Create(cfg.CPUProfile); err != nil {
+	if cfg.CPUProfile != "" {
+		path := cfg.CPUProfile
+		if r.name != "nq" {
+			path += ".quic-go"
+		}
+		if prof, err = os.Create(path); err != nil {
 			return nil, fmt.Errorf("cpu profile: %w", err)
 		}
 		if err := pprof.StartCPUProfile(prof); err != nil {
@@ -65,6 +71,9 @@ func (r *result) report(out io.Writer, cfg config) {
 	fmt.Fprintf(out, "  cpu        %.2f us per call (server and clients together)\n", float64(r.cpu.Nanoseconds())/1e3/float64(done))
 	if r.frames > 0 {
 		fmt.Fprintf(out, "  batching   %.1f RPC frames per QUIC packet (client side)\n", r.frames)
+	}
+	if r.packets > 0 {
+		fmt.Fprintf(out, "  packets    %.3f per call (client side, sent + received)\n", r.packets)
 	}
 	if r.syscalls > 0 {
 		fmt.Fprintf(out, "  syscalls   %.3f per datagram (both sockets)\n", r.syscalls)
