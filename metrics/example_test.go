@@ -45,6 +45,8 @@ func ExampleNewServerCollector() {
 	// nq_server_connections_refused_total{server="game"} 0
 	// nq_server_frames_received_total{server="game"} 0
 	// nq_server_frames_sent_total{server="game"} 0
+	// nq_server_handshakes_in_progress{server="game"} 0
+	// nq_server_handshakes_refused_total{server="game"} 0
 	// nq_server_requests_in_flight{server="game"} 0
 	// nq_server_retries_total{server="game"} 0
 }

@@ -23,6 +23,8 @@
 //	nq_server_connections_accepted_total   counter  handshakes completed
 //	nq_server_connections_refused_total    counter  connections closed right after the handshake (MaxConns, OnOpen, shutdown)
 //	nq_server_retries_total                counter  connection attempts answered with a QUIC Retry
+//	nq_server_handshakes_in_progress       gauge    handshakes in progress (MaxHandshakes caps them)
+//	nq_server_handshakes_refused_total     counter  connection attempts refused by MaxHandshakes
 //	nq_server_requests_in_flight           gauge    requests being handled, not yet answered
 //	nq_server_frames_sent_total            counter  frames sent over every connection
 //	nq_server_frames_received_total        counter  frames received over every connection
@@ -78,6 +80,10 @@ var serverDefs = []def[nq.ServerStats]{
 		func(s nq.ServerStats) float64 { return float64(s.Refused) }},
 	{"nq_server_retries_total", "Connection attempts answered with a QUIC Retry (address validation under load).", prometheus.CounterValue,
 		func(s nq.ServerStats) float64 { return float64(s.Retries) }},
+	{"nq_server_handshakes_in_progress", "Handshakes in progress (capped by MaxHandshakes).", prometheus.GaugeValue,
+		func(s nq.ServerStats) float64 { return float64(s.Handshakes) }},
+	{"nq_server_handshakes_refused_total", "Connection attempts refused with CONNECTION_REFUSED because MaxHandshakes handshakes were in progress.", prometheus.CounterValue,
+		func(s nq.ServerStats) float64 { return float64(s.HandshakesRefused) }},
 	{"nq_server_requests_in_flight", "Requests being handled and not yet answered.", prometheus.GaugeValue,
 		func(s nq.ServerStats) float64 { return float64(s.InFlight) }},
 	{"nq_server_frames_sent_total", "Frames sent over every connection.", prometheus.CounterValue,

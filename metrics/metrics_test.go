@@ -183,6 +183,8 @@ func TestScrape(t *testing.T) {
 		"nq_server_connections_accepted_total": "counter",
 		"nq_server_connections_refused_total":  "counter",
 		"nq_server_retries_total":              "counter",
+		"nq_server_handshakes_in_progress":     "gauge",
+		"nq_server_handshakes_refused_total":   "counter",
 		"nq_server_requests_in_flight":         "gauge",
 		"nq_server_frames_sent_total":          "counter",
 		"nq_server_frames_received_total":      "counter",
@@ -212,6 +214,8 @@ func TestScrape(t *testing.T) {
 		"nq_server_connections_accepted_total" + s: 1,
 		"nq_server_connections_refused_total" + s:  0,
 		"nq_server_retries_total" + s:              0,
+		"nq_server_handshakes_in_progress" + s:     0,
+		"nq_server_handshakes_refused_total" + s:   0,
 		"nq_server_requests_in_flight" + s:         1,
 		"nq_server_frames_sent_total" + s:          calls,     // replies
 		"nq_server_frames_received_total" + s:      calls + 1, // requests, the held one included

@@ -164,17 +164,30 @@ type clientSocket struct {
 
 // DefaultBackoff is the reconnect policy used when Client.OnClose is nil: exponential back-off
 // from 100 ms doubling per attempt up to 10 s, with jitter (a random wait between half and all of
-// it). A server shutting down or refusing the connection is given at least 1 s.
+// it). A server shutting down or refusing the connection is given at least 1 s. A server busy
+// with handshakes (QUIC's CONNECTION_REFUSED, sent past Server.MaxHandshakes before any
+// handshake work) is busy for as long as a burst of logins lasts: the wait then grows to 1 s at
+// most, so that the client does not sit out slots that have come free.
 func DefaultBackoff(err error, attempt int) time.Duration {
 	if attempt < 1 {
 		attempt = 1
 	}
 	d := 100 * time.Millisecond << min(attempt-1, 7)
 	d = min(d, 10*time.Second)
-	if errors.Is(err, ErrServerShutdown) || errors.Is(err, ErrRejected) {
+	switch {
+	case errors.Is(err, ErrServerShutdown) || errors.Is(err, ErrRejected):
 		d = max(d, time.Second)
+	case refusedBusy(err):
+		d = min(d, time.Second)
 	}
 	return d/2 + rand.N(d/2+1)
+}
+
+// refusedBusy reports whether err is a server's CONNECTION_REFUSED: a transient refusal (nq's
+// Server.MaxHandshakes, or quic-go's full accept queue).
+func refusedBusy(err error) bool {
+	var te *quicgo.TransportError
+	return errors.As(err, &te) && te.Remote && te.ErrorCode == quicgo.ConnectionRefused
 }
 
 func (cl *Client) init() error {

@@ -126,6 +126,7 @@ type fixtureOptions struct {
 	rejectConns   int32
 	rejectStreams int32
 	maxConns      int
+	maxHandshakes int
 	onClose       func(c *nq.Conn, err error)
 }
 
@@ -162,7 +163,8 @@ func startFixture(t *testing.T, e *env, o fixtureOptions) *fixture {
 				o.onClose(c, err)
 			}
 		},
-		MaxConns: o.maxConns,
+		MaxConns:      o.maxConns,
+		MaxHandshakes: o.maxHandshakes,
 	}
 	if err := f.srv.Listen(context.Background(), e.serverAddr); err != nil {
 		t.Fatalf("fixture listen: %v", err)

@@ -1,12 +1,21 @@
 package nq_test
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,6 +34,7 @@ import (
 type floodPlan struct {
 	tickers    int           // established clients running the tick workload
 	period     time.Duration // tick period of each
+	warm       time.Duration // tick workload before the baseline, not measured
 	quiet      time.Duration // baseline phase
 	flood      time.Duration // flood phase
 	rate       int           // garbage and forged packets per second
@@ -34,7 +44,16 @@ type floodPlan struct {
 	// value before the flood while the flood runs alone; maxHeapGrowth bounds it after the real
 	// handshakes, whose server connections stay open until their clients' closes arrive.
 	maxFloodHeap, maxHeapGrowth uint64
+	// floodSlack and bothSlack are added to 2x the quiet p99 to bound the tick p99 under the
+	// flood alone and with the real handshakes.
+	floodSlack, bothSlack time.Duration
+	// minRate is the share of rate the flood must reach (the attacker process runs at the lowest
+	// priority; under -race on a busy machine it may fall behind).
+	minRate float64
 }
+
+// floodMaxHandshakes is the handshake cap of the flood test's server: 4 per core on 2 cores.
+const floodMaxHandshakes = 8
 
 // TestReliabilityHandshakeFlood floods a server with forged QUIC Initials (valid v1 headers,
 // random connection IDs, padded to 1200 bytes; from many source ports and, as root, from spoofed
@@ -42,24 +61,37 @@ type floodPlan struct {
 // of fresh clients handshake and established clients run the tick workload (one small call every
 // 100 ms each, open loop, latency measured from the scheduled time). It checks that the server
 // answers forged Initials with Retry (address validation) once attempts exceed RetryAbove, that
-// real clients still connect (through Retry), that the established clients lose no call and their
-// p99 stays within the bound, that memory stays bounded, and that Retry stops once the flood has.
+// real clients still connect (through Retry, and past the server's MaxHandshakes cap, which
+// refuses attempts beyond it: they retry after their back-off), that the established clients lose
+// no call and their p99 stays within the bound, that memory stays bounded, and that Retry stops
+// once the flood has.
+//
+// The attackers (the flood and the fresh clients) run in a child process, this test binary
+// re-executed (TestHelperProcessFloodAttacker): real attackers are remote, and in this process
+// they would share the server's Go scheduler and garbage collector, so the figures would measure
+// the attacker as much as the server. They still share the machine's cores.
 //
 // The p99 bound, checked separately for the flood alone and for the flood with real handshakes,
 // is 2x the quiet p99 of the same run plus 1 ms in soak mode (run it without -race). The reduced
-// form, usually under -race on a shared machine, only guards against a collapse: 2x plus 100 ms
-// for the flood alone, 2x plus 1 s with the handshakes (whose client side runs in this process
-// and competes for the same cores).
+// form runs for seconds, usually under -race and next to other test packages on 2 cores: its p99
+// is the 5th-worst of ~500 samples a phase, and the race detector slows the server several-fold
+// and unevenly, so it is not stable enough for a 2x bound and only guards against a collapse
+// (ticks stalled for a large part of a second).
+//
+// The server runs with MaxHandshakes floodMaxHandshakes, the setting for a server that puts its
+// established players' latency before the speed of new logins; the default cap (128 on 2 cores)
+// favours logins and keeps less of the latency (docs/RELIABILITY.md has both).
 func TestReliabilityHandshakeFlood(t *testing.T) {
 	plan := pick(
-		floodPlan{tickers: 16, period: 100 * time.Millisecond, quiet: 3 * time.Second, flood: 4 * time.Second,
-			rate: 3000, sockets: 128, handshakes: 200, maxFloodHeap: 32 * mib, maxHeapGrowth: 64 * mib},
-		floodPlan{tickers: 32, period: 100 * time.Millisecond, quiet: 10 * time.Second, flood: 20 * time.Second,
-			rate: 10000, sockets: 512, handshakes: 1000, maxFloodHeap: 32 * mib, maxHeapGrowth: 64 * mib},
+		floodPlan{tickers: 16, period: 100 * time.Millisecond, warm: time.Second, quiet: 3 * time.Second, flood: 4 * time.Second,
+			rate: 3000, sockets: 128, handshakes: 200, maxFloodHeap: 32 * mib, maxHeapGrowth: 64 * mib,
+			floodSlack: 250 * time.Millisecond, bothSlack: 500 * time.Millisecond, minRate: 0.5},
+		floodPlan{tickers: 64, period: 100 * time.Millisecond, warm: 5 * time.Second, quiet: 10 * time.Second, flood: 20 * time.Second,
+			rate: 10000, sockets: 512, handshakes: 1000, maxFloodHeap: 32 * mib, maxHeapGrowth: 64 * mib,
+			floodSlack: time.Millisecond, bothSlack: time.Millisecond, minRate: 0.9},
 	)
 	e := envs(t)[0](t)
-	f := startFixture(t, e, fixtureOptions{})
-	server := netip.MustParseAddrPort(f.addr)
+	f := startFixture(t, e, fixtureOptions{maxHandshakes: floodMaxHandshakes})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 
@@ -82,6 +114,15 @@ func TestReliabilityHandshakeFlood(t *testing.T) {
 	}
 	closesBefore := tickerCloses.Load()
 
+	// The attacker process opens its sockets before the quiet phase.
+	att := startAttacker(t, attackPlan{
+		Server: f.addr, CAPEM: certs(t).CAPEM, Sockets: plan.sockets, Rate: plan.rate, Flood: plan.flood,
+		Handshakes: plan.handshakes, Waves: 4, Span: plan.flood * 3 / 8, Deadline: 2 * time.Minute,
+	})
+	if !att.ready.Raw {
+		t.Log("the attacker has no raw socket: no spoofed source addresses")
+	}
+
 	ticks := newTickLoad(plan.period)
 	var tickers sync.WaitGroup
 	stopTicks := make(chan struct{})
@@ -101,57 +142,61 @@ func TestReliabilityHandshakeFlood(t *testing.T) {
 		tickers.Wait()
 	})
 
-	// Quiet phase. The phases are timed: the tick workload runs on the clock.
+	// Warm-up, then the quiet phase. The phases are timed: the tick workload runs on the clock.
+	// On these VMs the first seconds of load after an idle spell run several times slower: without
+	// a warm-up the baseline, and the bound with it, would be inflated.
+	time.Sleep(plan.warm)
 	ticks.setPhase(phaseQuiet)
+	cpu0, t0 := processCPU(), time.Now()
 	time.Sleep(plan.quiet)
+	cpu1, t1 := processCPU(), time.Now()
+	// The live heap (after two forced collections) is measured at the end of the quiet phase and
+	// of each flood phase. The ticks then are not counted: the forced collections are the test's,
+	// not the server's (the server's own collections stay in the figures).
+	ticks.setPhase(phaseUnmeasured)
 	baseHeap := heapInUse()
 
-	// Flood phase.
+	// Flood phase. First half: the flood alone. Second half: the flood and real handshakes.
+	floodUntil := time.Now().Add(plan.flood)
+	att.call(ctx, "flood")
 	ticks.setPhase(phaseFlood)
-	fl := startFlood(t, server, plan.sockets)
-	floodCtx, floodStop := context.WithTimeout(ctx, plan.flood)
-	defer floodStop()
-	var senders sync.WaitGroup
-	for w := range 2 {
-		senders.Add(1)
-		go func() {
-			defer senders.Done()
-			fl.send(floodCtx, plan.rate/2, uint64(w))
-		}()
-	}
-	// First half: the flood alone. Second half: the flood and real handshakes. The live heap
-	// (after a collection) is measured at the end of each.
-	select {
-	case <-time.After(plan.flood / 2):
-	case <-floodCtx.Done():
-	}
+	cpu2, t2 := processCPU(), time.Now()
+	time.Sleep(plan.flood / 2)
+	cpu3, t3 := processCPU(), time.Now()
+	ticks.setPhase(phaseUnmeasured)
 	floodHeap := heapInUse()
 	ticks.setPhase(phaseHandshakes)
-	hs := runHandshakeWaves(floodCtx, t, f.addr, plan.handshakes, 4, plan.flood*3/8)
+	cpu4, t4 := processCPU(), time.Now()
+	hs := att.call(ctx, "handshakes")
+	cpu5, t5 := processCPU(), time.Now()
+	ticks.setPhase(phaseUnmeasured)
 	bothHeap := heapInUse()
-	<-floodCtx.Done()
-	senders.Wait()
-	floodTime := plan.flood
+	ticks.setPhase(phaseHandshakes)
+	time.Sleep(time.Until(floodUntil))
+	fl := att.call(ctx, "stop")
 	ticks.setPhase(phaseAfter)
 	close(stopTicks)
 	tickers.Wait()
 	if !ticks.drain(30 * time.Second) {
 		t.Fatalf("%d tick calls never completed", ticks.outstanding.Load())
 	}
-	fl.close()
 
 	// Results.
+	st := f.srv.Stats()
 	quiet, flood, both := ticks.samples(phaseQuiet), ticks.samples(phaseFlood), ticks.samples(phaseHandshakes)
 	q50, q99 := percentile(quiet, 50), percentile(quiet, 99)
 	f50, f99 := percentile(flood, 50), percentile(flood, 99)
 	h50, h99 := percentile(both, 50), percentile(both, 99)
-	t.Logf("tick workload, %d clients: quiet %d calls p50 %v p99 %v; flood %d calls p50 %v p99 %v; flood+handshakes %d calls p50 %v p99 %v",
-		plan.tickers, len(quiet), q50, q99, len(flood), f50, f99, len(both), h50, h99)
+	t.Logf("tick workload, %d clients: quiet %d calls p50 %v p99 %v; flood %d calls p50 %v p99 %v (%.1fx); flood+handshakes %d calls p50 %v p99 %v (%.1fx)",
+		plan.tickers, len(quiet), q50, q99, len(flood), f50, f99, ratio(f99, q99), len(both), h50, h99, ratio(h99, q99))
+	floodRate := float64(fl.Sent) / fl.Elapsed.Seconds()
 	t.Logf("flood: %d packets in %v (%.0f/s) from %d ports (%d from spoofed addresses); replies: %d Retry, %d version negotiation, %d other; server counted %d Retries",
-		fl.sent.Load(), floodTime, float64(fl.sent.Load())/floodTime.Seconds(), plan.sockets, fl.spoofed.Load(),
-		fl.retries.Load(), fl.vn.Load(), fl.other.Load(), f.srv.Stats().Retries)
-	t.Logf("real handshakes: %d of %d connected and answered, %d saw Retry, dial p50 %v p99 %v",
-		hs.ok, plan.handshakes, hs.retried, percentile(hs.dial, 50), percentile(hs.dial, 99))
+		fl.Sent, fl.Elapsed.Round(time.Millisecond), floodRate, plan.sockets, fl.Spoofed,
+		fl.Retries, fl.VN, fl.Other, st.Retries)
+	t.Logf("real handshakes: %d of %d connected and answered, %d saw Retry, dial p50 %v p99 %v; server refused %d attempts' packets (MaxHandshakes)",
+		hs.OK, plan.handshakes, hs.Retried, percentile(hs.Dial, 50), percentile(hs.Dial, 99), st.HandshakesRefused)
+	t.Logf("CPU of this process (server and established clients), in cores: quiet %.2f, flood %.2f, flood+handshakes %.2f (until the handshakes ended); attacker process %v in all",
+		cores(cpu1-cpu0, t1.Sub(t0)), cores(cpu3-cpu2, t3.Sub(t2)), cores(cpu5-cpu4, t5.Sub(t4)), fl.CPU.Round(time.Millisecond))
 	t.Logf("live heap (HeapInuse after GC): %.1f MiB before the flood, %.1f MiB under the flood alone, %.1f MiB after the handshakes",
 		float64(baseHeap)/mib, float64(floodHeap)/mib, float64(bothHeap)/mib)
 
@@ -164,30 +209,30 @@ func TestReliabilityHandshakeFlood(t *testing.T) {
 	if len(quiet) < plan.tickers || len(flood) < plan.tickers || len(both) < plan.tickers {
 		t.Fatalf("too few tick samples: quiet %d, flood %d, flood+handshakes %d", len(quiet), len(flood), len(both))
 	}
-	// The bound: 2x the quiet p99, plus 1 ms for timer and scheduler granularity. The reduced
-	// form runs under -race next to other test packages on 2 cores, where latency is noise; it
-	// only guards against a collapse (ticks stalled for seconds), the soak form holds the goal.
-	floodBound, bothBound := 2*q99+time.Millisecond, 2*q99+time.Millisecond
-	if !soak() {
-		floodBound, bothBound = 2*q99+2*time.Second, 2*q99+5*time.Second
-	}
+	// The bound: 2x the quiet p99, plus the slack (1 ms in soak mode, for timer and scheduler
+	// granularity; see the test's comment for the reduced form's).
+	floodBound, bothBound := 2*q99+plan.floodSlack, 2*q99+plan.bothSlack
 	if f99 > floodBound {
 		t.Errorf("tick p99 under the flood %v exceeds %v (quiet p99 %v)", f99, floodBound, q99)
 	}
 	if h99 > bothBound {
 		t.Errorf("tick p99 under the flood and %d real handshakes %v exceeds %v (quiet p99 %v)", plan.handshakes, h99, bothBound, q99)
 	}
-	if fl.retries.Load() == 0 {
+	if floodRate < float64(plan.rate)*plan.minRate {
+		t.Errorf("the flood went out at %.0f packets/s, below %.0f%% of its %d/s: the attacker process was starved",
+			floodRate, plan.minRate*100, plan.rate)
+	}
+	if fl.Retries == 0 {
 		t.Error("the server never answered a forged Initial with Retry")
 	}
-	if st := f.srv.Stats(); st.Retries < uint64(fl.retries.Load()) {
-		t.Errorf("Server.Stats().Retries = %d, but %d Retry packets reached the flood's sockets", st.Retries, fl.retries.Load())
+	if st.Retries < uint64(fl.Retries) {
+		t.Errorf("Server.Stats().Retries = %d, but %d Retry packets reached the flood's sockets", st.Retries, fl.Retries)
 	}
-	if hs.retried == 0 {
+	if hs.Retried == 0 {
 		t.Error("no real client was asked to Retry during the flood")
 	}
-	if hs.ok < plan.handshakes*95/100 {
-		t.Errorf("only %d of %d real handshakes succeeded during the flood (first error: %v)", hs.ok, plan.handshakes, hs.firstErr)
+	if hs.OK < plan.handshakes*95/100 {
+		t.Errorf("only %d of %d real handshakes succeeded during the flood (first error: %v)", hs.OK, plan.handshakes, hs.FirstErr)
 	}
 	if floodHeap > baseHeap+plan.maxFloodHeap {
 		t.Errorf("live heap %.1f MiB under the flood alone, more than %d MiB over the %.1f MiB before it",
@@ -200,19 +245,331 @@ func TestReliabilityHandshakeFlood(t *testing.T) {
 	if !eventually(20*time.Second, func() bool { return f.srv.NumConns() == plan.tickers }) {
 		t.Errorf("server holds %d connections after the flood, want the %d established ones", f.srv.NumConns(), plan.tickers)
 	}
+	if !eventually(10*time.Second, func() bool { return f.srv.Stats().Handshakes == 0 }) {
+		t.Errorf("server counts %d handshakes in progress after the flood, want 0", f.srv.Stats().Handshakes)
+	}
 
 	// Once attempts fall below RetryAbove (the rate is measured over one second), new clients
 	// connect without the extra round trip.
 	time.Sleep(2500 * time.Millisecond)
-	after := runHandshakeWaves(ctx, t, f.addr, 1, 1, 0)
-	if after.ok != 1 || after.retried != 0 {
-		t.Errorf("after the flood: %d of 1 handshakes, %d Retry; want a plain handshake (err %v)", after.ok, after.retried, after.firstErr)
+	after := runHandshakeWaves(ctx, certs(t).CertPool(), f.addr, 1, 1, 0)
+	if after.OK != 1 || after.Retried != 0 {
+		t.Errorf("after the flood: %d of 1 handshakes, %d Retry; want a plain handshake (err %v)", after.OK, after.Retried, after.FirstErr)
+	}
+}
+
+// processCPU returns the CPU time (user and system) this process has used.
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cores returns cpu / wall: how many cores were busy on average.
+func cores(cpu, wall time.Duration) float64 {
+	if wall <= 0 {
+		return 0
+	}
+	return cpu.Seconds() / wall.Seconds()
+}
+
+// ratio returns a / b, or 0 when b is 0.
+func ratio(a, b time.Duration) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+// attackerEnv carries the attacker process's plan (JSON) to the re-executed test binary.
+const attackerEnv = "NQ_FLOOD_ATTACKER"
+
+// attackerPrefix starts each line the attacker process reports on its standard output (the
+// testing package prints its own lines there too).
+const attackerPrefix = "nq-flood-attacker: "
+
+// attackPlan is what the attacker process does. It takes commands on its standard input, one a
+// line, and answers each with one attackReport line: "flood" starts the flood (it stops by itself
+// after Flood), "handshakes" runs the real handshakes and reports them, "stop" ends the flood and
+// reports its counts. It reports once before the first command (ready) and exits at the end of
+// its input or after Deadline.
+type attackPlan struct {
+	Server            string // the server's address
+	CAPEM             []byte // the server's CA: the real clients verify the server
+	Sockets, Rate     int
+	Flood             time.Duration
+	Handshakes, Waves int
+	Span              time.Duration
+	Deadline          time.Duration
+}
+
+// attackReport is one answer of the attacker process.
+type attackReport struct {
+	Err string `json:",omitempty"`
+	// ready
+	Raw bool `json:",omitempty"` // the flood has a raw socket (spoofed sources)
+	// handshakes (handshakeResult)
+	OK, Retried int             `json:",omitempty"`
+	Dial        []time.Duration `json:",omitempty"`
+	FirstErr    string          `json:",omitempty"`
+	// stop (the flood's counters, and how long it ran)
+	Sent, Spoofed, Retries, VN, Other int64         `json:",omitempty"`
+	Elapsed                           time.Duration `json:",omitempty"`
+	CPU                               time.Duration `json:",omitempty"` // the process's, in all
+}
+
+// attacker is the parent's handle on the attacker process.
+type attacker struct {
+	t       *testing.T
+	stdin   io.WriteCloser
+	reports chan attackReport // closed when the process's output ends
+	exited  chan error        // the process's exit, after its output ended
+	ready   attackReport
+
+	mu     sync.Mutex
+	output []string // what the process printed besides reports (the testing package's lines)
+}
+
+// startAttacker re-executes this test binary as the attacker process, running only
+// TestHelperProcessFloodAttacker with plan, and waits until it is ready. The process is killed
+// if it outlives the test (its input is closed first, then it has 10 s to exit).
+func startAttacker(t *testing.T, plan attackPlan) *attacker {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatalf("attacker process: %v", err)
+	}
+	spec, err := json.Marshal(plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, kill := context.WithTimeout(context.Background(), plan.Deadline+30*time.Second)
+	args := []string{exe, "-test.run=^TestHelperProcessFloodAttacker$", "-test.count=1",
+		"-test.timeout=" + (plan.Deadline + 20*time.Second).String()}
+	// Real attackers are remote: they take none of the server's CPU. On this machine they share
+	// its cores, so the process runs at the lowest priority (nice 19, inherited by all its
+	// threads): it gets the cores the server leaves idle. The test checks that the flood still
+	// went out at its rate.
+	if nice, err := exec.LookPath("nice"); err == nil {
+		args = append([]string{nice, "-n", "19"}, args...)
+	} else {
+		t.Logf("no nice(1) (%v): the attacker runs at the server's priority", err)
+	}
+	cmd := exec.CommandContext(pctx, args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), attackerEnv+"="+string(spec))
+	cmd.WaitDelay = 5 * time.Second
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		kill()
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		kill()
+		t.Fatal(err)
+	}
+	a := &attacker{t: t, stdin: stdin, reports: make(chan attackReport, 1), exited: make(chan error, 1)}
+	cmd.Stderr = &lineWriter{a: a}
+	if err := cmd.Start(); err != nil {
+		kill()
+		t.Fatalf("attacker process: %v", err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 16<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			if rest, ok := strings.CutPrefix(line, attackerPrefix); ok {
+				var r attackReport
+				if err := json.Unmarshal([]byte(rest), &r); err != nil {
+					r.Err = fmt.Sprintf("bad report %q: %v", rest, err)
+				}
+				a.reports <- r
+				continue
+			}
+			a.addOutput(line)
+		}
+		close(a.reports)
+		a.exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		stdin.Close() // the process exits at the end of its input
+		deadline := time.AfterFunc(10*time.Second, kill)
+		for range a.reports { // drain what it still says
+		}
+		<-a.exited
+		deadline.Stop()
+		kill()
+	})
+	a.ready = a.receive(pctx, "ready")
+	return a
+}
+
+// call sends one command and returns its report; any failure fails the test.
+func (a *attacker) call(ctx context.Context, command string) attackReport {
+	a.t.Helper()
+	if _, err := io.WriteString(a.stdin, command+"\n"); err != nil {
+		a.t.Fatalf("attacker %q: %v (output: %s)", command, err, a.outputText())
+	}
+	return a.receive(ctx, command)
+}
+
+func (a *attacker) receive(ctx context.Context, what string) attackReport {
+	a.t.Helper()
+	select {
+	case r, ok := <-a.reports:
+		if !ok {
+			a.t.Fatalf("attacker process ended before reporting %q: %v\n%s", what, <-a.exited, a.outputText())
+		}
+		if r.Err != "" {
+			a.t.Fatalf("attacker %q: %s", what, r.Err)
+		}
+		return r
+	case <-ctx.Done():
+		a.t.Fatalf("attacker %q: %v (output: %s)", what, ctx.Err(), a.outputText())
+	}
+	return attackReport{}
+}
+
+func (a *attacker) addOutput(line string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.output) < 200 {
+		a.output = append(a.output, line)
+	}
+}
+
+func (a *attacker) outputText() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return strings.Join(a.output, "\n")
+}
+
+// lineWriter keeps what the attacker process writes to its standard error.
+type lineWriter struct{ a *attacker }
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	for line := range strings.Lines(string(p)) {
+		w.a.addOutput(strings.TrimRight(line, "\n"))
+	}
+	return len(p), nil
+}
+
+// TestHelperProcessFloodAttacker is not a test of its own: it is the attacker process of
+// TestReliabilityHandshakeFlood (see attackPlan), which re-executes this test binary to run only
+// it, with the plan in NQ_FLOOD_ATTACKER. Without that variable it skips.
+func TestHelperProcessFloodAttacker(t *testing.T) {
+	spec := os.Getenv(attackerEnv)
+	if spec == "" {
+		t.Skip("the attacker process of TestReliabilityHandshakeFlood; runs only as its child")
+	}
+	var plan attackPlan
+	if err := json.Unmarshal([]byte(spec), &plan); err != nil {
+		t.Fatalf("%s: %v", attackerEnv, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), plan.Deadline)
+	defer cancel()
+	report := func(r attackReport) {
+		b, err := json.Marshal(r)
+		if err != nil {
+			b, _ = json.Marshal(attackReport{Err: err.Error()})
+		}
+		fmt.Printf("%s%s\n", attackerPrefix, b)
+	}
+	server, err := netip.ParseAddrPort(plan.Server)
+	if err != nil {
+		report(attackReport{Err: err.Error()})
+		return
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(plan.CAPEM) {
+		report(attackReport{Err: "no CA certificate in the plan"})
+		return
+	}
+	fl := startFlood(t, server, plan.Sockets)
+
+	commands := make(chan string)
+	go func() {
+		defer close(commands)
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			select {
+			case commands <- sc.Text():
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var (
+		senders    sync.WaitGroup
+		stopFlood  = func() {}
+		floodStart time.Time
+		floodEnd   = make(chan time.Time, 1)
+	)
+	defer func() {
+		stopFlood()
+		senders.Wait()
+	}()
+	report(attackReport{Raw: fl.rawFD >= 0})
+	for {
+		var command string
+		select {
+		case c, ok := <-commands:
+			if !ok {
+				return
+			}
+			command = c
+		case <-ctx.Done():
+			t.Fatalf("attacker: %v", ctx.Err())
+		}
+		switch command {
+		case "flood":
+			if !floodStart.IsZero() {
+				report(attackReport{Err: "the flood runs once"})
+				continue
+			}
+			fctx, fcancel := context.WithTimeout(ctx, plan.Flood)
+			stopFlood = fcancel
+			floodStart = time.Now()
+			for w := range 2 {
+				senders.Add(1)
+				go func() {
+					defer senders.Done()
+					fl.send(fctx, plan.Rate/2, uint64(w))
+				}()
+			}
+			go func() { // the flood ends at its deadline or at "stop"
+				<-fctx.Done()
+				floodEnd <- time.Now()
+			}()
+			report(attackReport{})
+		case "handshakes":
+			hs := runHandshakeWaves(ctx, roots, plan.Server, plan.Handshakes, plan.Waves, plan.Span)
+			r := attackReport{OK: hs.OK, Retried: hs.Retried, Dial: hs.Dial}
+			if hs.FirstErr != nil {
+				r.FirstErr = hs.FirstErr.Error()
+			}
+			report(r)
+		case "stop":
+			stopFlood()
+			senders.Wait()
+			var elapsed time.Duration
+			if !floodStart.IsZero() {
+				elapsed = (<-floodEnd).Sub(floodStart)
+			}
+			report(attackReport{Sent: fl.sent.Load(), Spoofed: fl.spoofed.Load(),
+				Retries: fl.retries.Load(), VN: fl.vn.Load(), Other: fl.other.Load(), Elapsed: elapsed, CPU: processCPU()})
+		default:
+			report(attackReport{Err: fmt.Sprintf("unknown command %q", command)})
+		}
 	}
 }
 
 // Tick workload phases.
 const (
-	phaseWarm = iota
+	phaseUnmeasured = iota // warm-up, and while the test itself collects garbage
 	phaseQuiet
 	phaseFlood
 	phaseHandshakes
@@ -312,18 +669,18 @@ func (l *tickLoad) firstErr() error {
 
 // handshakeResult sums up a batch of real handshakes.
 type handshakeResult struct {
-	ok, retried int
-	dial        []time.Duration
-	firstErr    error
+	OK, Retried int
+	Dial        []time.Duration
+	FirstErr    error
 }
 
 // runHandshakeWaves starts total fresh clients (each its own kernel UDP socket, session cache
 // and token store, so each is a first contact, as remote players are) in waves spread over
 // span; each dials, makes one call and closes. It returns when all have finished. The clients
-// use plain kernel UDP whatever the server's backend: they stand for remote machines, and an
-// mmsg socket's 4 MiB of receive buffers each would only measure the test.
-func runHandshakeWaves(ctx context.Context, t *testing.T, addr string, total, waves int, span time.Duration) handshakeResult {
-	t.Helper()
+// trust roots, use nq's default reconnect back-off (a refused attempt is retried) and plain
+// kernel UDP whatever the server's backend: they stand for remote machines, and an mmsg socket's
+// 4 MiB of receive buffers each would only measure the test.
+func runHandshakeWaves(ctx context.Context, roots *x509.CertPool, addr string, total, waves int, span time.Duration) handshakeResult {
 	var (
 		mu  sync.Mutex
 		res handshakeResult
@@ -331,7 +688,7 @@ func runHandshakeWaves(ctx context.Context, t *testing.T, addr string, total, wa
 	)
 	mux := nq.NewMux()
 	if err := mux.HandleRPC("rpc", nq.RPCHandler{}); err != nil {
-		t.Fatal(err)
+		return handshakeResult{FirstErr: err}
 	}
 	per := (total + waves - 1) / waves
 	for w := 0; w < waves; w++ {
@@ -352,8 +709,8 @@ func runHandshakeWaves(ctx context.Context, t *testing.T, addr string, total, wa
 				conf.Tracer = func(context.Context, bool, quicgo.ConnectionID) qlogwriter.Trace {
 					return retryCounter{&retries}
 				}
-				cl := &nq.Client{TLS: certs(t).ClientTLS("localhost"), Mux: mux, QUIC: conf,
-					OnClose: func(*nq.Conn, error, int) time.Duration { return nq.NoReconnect }}
+				tlsConf := &tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS13}
+				cl := &nq.Client{TLS: tlsConf, Mux: mux, QUIC: conf}
 				defer cl.Close()
 				dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
@@ -366,16 +723,16 @@ func runHandshakeWaves(ctx context.Context, t *testing.T, addr string, total, wa
 				mu.Lock()
 				defer mu.Unlock()
 				if retries.Load() > 0 {
-					res.retried++
+					res.Retried++
 				}
 				if err != nil {
-					if res.firstErr == nil {
-						res.firstErr = err
+					if res.FirstErr == nil {
+						res.FirstErr = err
 					}
 					return
 				}
-				res.ok++
-				res.dial = append(res.dial, dial)
+				res.OK++
+				res.Dial = append(res.Dial, dial)
 			}()
 		}
 	}
@@ -511,7 +868,10 @@ func (fl *flood) send(ctx context.Context, perSec int, seed uint64) {
 // unknown-version long headers, short headers and pure garbage.
 func forgePacket(b []byte, rng *rand.Rand, k uint64) []byte {
 	randBytes := func(b []byte, n int) []byte {
-		for range n {
+		for ; n >= 8; n -= 8 {
+			b = binary.LittleEndian.AppendUint64(b, rng.Uint64())
+		}
+		for ; n > 0; n-- {
 			b = append(b, byte(rng.Uint32()))
 		}
 		return b

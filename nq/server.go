@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -49,6 +50,25 @@ type Server struct {
 	// one extra round trip while the rate stays high). 0 means 500/s; a negative value never
 	// sends Retry.
 	RetryAbove int
+	// MaxHandshakes caps the handshakes in progress at once. A connection attempt beyond the
+	// cap is refused at its first packet with QUIC's CONNECTION_REFUSED, before the server spends
+	// any handshake CPU on it (it counts in ServerStats.HandshakesRefused); nq clients treat that
+	// as a lost connection and retry after their back-off (DefaultBackoff: 50-100 ms, doubling to
+	// 0.5-1 s at most). This keeps a burst of logins from taking the CPU the established
+	// connections need, at the cost of the new logins' latency. Attempts from addresses not yet
+	// validated (no Retry or address token) may hold at most half of the slots; once they do,
+	// further ones are asked to prove their address with a Retry first (whatever RetryAbove says;
+	// with a negative RetryAbove they are refused instead), so a flood from spoofed addresses
+	// cannot take the slots that real clients need. A slot is held from the attempt's first packet
+	// until its handshake completes or fails; an attempt that never completes (a forged Initial)
+	// holds it until the handshake idle timeout (3 s with quic.ServerConfig). Since a handshake
+	// holds its slot for about one round trip plus its CPU time, N slots admit at most about
+	// N / RTT handshakes per second. The default, 0, means 64 per GOMAXPROCS (128 at least):
+	// 128 slots at 50 ms admit ~2,500 handshakes/s, more than 2 cores can run (~2,000), so
+	// logins after a restart are limited by CPU, not by the cap. A server that must keep its
+	// established players' latency through login floods sets a small cap (about 4 per core:
+	// see docs/RELIABILITY.md for what that costs new logins). A negative value means no cap.
+	MaxHandshakes int
 	// OnOpen runs when a connection's handshake has completed, before its streams are served.
 	// Returning an error closes the connection; the client sees ErrRejected.
 	OnOpen func(c *Conn) error
@@ -88,9 +108,10 @@ type Server struct {
 	wg      sync.WaitGroup
 	stopped chan struct{}
 
-	attempts attemptRate
-	retries  atomic.Uint64
-	counters serverCounters
+	attempts   attemptRate
+	retries    atomic.Uint64
+	handshakes handshakeGate
+	counters   serverCounters
 
 	draining atomic.Bool
 }
@@ -147,7 +168,8 @@ func (s *Server) listen(ctx context.Context, ap netip.AddrPort) error {
 		tc.Close()
 		return fmt.Errorf("nq: server listen %s: %w", ap, err)
 	}
-	tr := &quicgo.Transport{Conn: pc, VerifySourceAddress: s.verifySource}
+	s.handshakes.setLimit(s.MaxHandshakes)
+	tr := &quicgo.Transport{Conn: pc, VerifySourceAddress: s.verifySource, ConnContext: s.connContext}
 	qconf := s.QUIC
 	if qconf == nil {
 		qconf = quic.ServerConfig()
@@ -203,7 +225,8 @@ func (s *Server) Addr() netip.AddrPort {
 }
 
 // verifySource is quic-go's hook for connection attempts from unvalidated addresses: it asks for
-// a Retry while attempts arrive faster than RetryAbove per second.
+// a Retry while attempts arrive faster than RetryAbove per second, or while unvalidated attempts
+// hold their share of the handshake slots (MaxHandshakes).
 func (s *Server) verifySource(net.Addr) bool {
 	limit := s.RetryAbove
 	switch {
@@ -212,11 +235,129 @@ func (s *Server) verifySource(net.Addr) bool {
 	case limit == 0:
 		limit = 500
 	}
-	if s.attempts.add(time.Now()) > limit {
+	if s.attempts.add(time.Now()) > limit || s.handshakes.unverifiedFull() {
 		s.retries.Add(1)
 		return true
 	}
 	return false
+}
+
+// errHandshakeLimit refuses a connection attempt beyond MaxHandshakes (the client sees QUIC's
+// CONNECTION_REFUSED).
+var errHandshakeLimit = errors.New("nq: too many handshakes in progress")
+
+// connContext is quic-go's hook for each new connection attempt, called on the server's receive
+// loop once the attempt passed address validation (verifySource): it takes a handshake slot or
+// refuses the attempt. The slot travels in the connection's context (qc.Context derives from the
+// returned one); it is given back when the handshake completes (serveConn) or, failing that, when
+// the context ends.
+func (s *Server) connContext(ctx context.Context, info *quicgo.ClientInfo) (context.Context, error) {
+	slot := s.handshakes.acquire(info.AddrVerified)
+	if slot == nil {
+		return nil, errHandshakeLimit
+	}
+	slot.stop = context.AfterFunc(ctx, slot.release)
+	return context.WithValue(ctx, handshakeSlotKey{}, slot), nil
+}
+
+// handshakeDone gives back qc's handshake slot once its handshake completes (at once unless the
+// listener accepts connections before that, with Allow0RTT). If the connection ends first, the
+// slot's context hook gives it back.
+func (s *Server) handshakeDone(qc *quicgo.Conn) {
+	slot, ok := qc.Context().Value(handshakeSlotKey{}).(*handshakeSlot)
+	if !ok {
+		return
+	}
+	select {
+	case <-qc.HandshakeComplete():
+		slot.complete()
+		return
+	default:
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		select {
+		case <-qc.HandshakeComplete():
+			slot.complete()
+		case <-qc.Context().Done():
+		}
+	}()
+}
+
+// The default MaxHandshakes: defaultHandshakesPerProc per GOMAXPROCS, minDefaultHandshakes at
+// least.
+const (
+	defaultHandshakesPerProc = 64
+	minDefaultHandshakes     = 128
+)
+
+// handshakeGate counts the handshakes in progress and enforces MaxHandshakes. The zero value
+// counts without a cap.
+type handshakeGate struct {
+	limit, unverifiedLimit int64 // 0: no cap; set before the listener starts
+	total, unverified      atomic.Int64
+	refused                atomic.Uint64
+}
+
+// setLimit applies Server.MaxHandshakes (see there for the default).
+func (g *handshakeGate) setLimit(n int) {
+	switch {
+	case n < 0:
+		g.limit = 0
+	case n == 0:
+		g.limit = int64(max(defaultHandshakesPerProc*runtime.GOMAXPROCS(0), minDefaultHandshakes))
+	default:
+		g.limit = int64(n)
+	}
+	g.unverifiedLimit = (g.limit + 1) / 2
+}
+
+// unverifiedFull reports whether attempts from unvalidated addresses hold all the slots they may.
+func (g *handshakeGate) unverifiedFull() bool {
+	return g.limit > 0 && g.unverified.Load() >= g.unverifiedLimit
+}
+
+// acquire takes a slot, or returns nil (and counts a refusal) when none is free. It is called
+// from quic-go's receive loop only, so the counts can only fall between the check and the add.
+func (g *handshakeGate) acquire(verified bool) *handshakeSlot {
+	if g.limit > 0 && (g.total.Load() >= g.limit || !verified && g.unverified.Load() >= g.unverifiedLimit) {
+		g.refused.Add(1)
+		return nil
+	}
+	g.total.Add(1)
+	if !verified {
+		g.unverified.Add(1)
+	}
+	return &handshakeSlot{gate: g, verified: verified}
+}
+
+// handshakeSlotKey keys a connection's *handshakeSlot in its context.
+type handshakeSlotKey struct{}
+
+// handshakeSlot is one handshake in progress; it is given back exactly once.
+type handshakeSlot struct {
+	gate     *handshakeGate
+	verified bool
+	stop     func() bool // unregisters the context hook; set by connContext
+	done     atomic.Bool
+}
+
+// complete gives the slot back when the handshake completed, and drops the context hook.
+func (h *handshakeSlot) complete() {
+	h.stop()
+	h.release()
+}
+
+// release gives the slot back; calls after the first do nothing.
+func (h *handshakeSlot) release() {
+	if !h.done.CompareAndSwap(false, true) {
+		return
+	}
+	h.gate.total.Add(-1)
+	if !h.verified {
+		h.gate.unverified.Add(-1)
+	}
 }
 
 // attemptRate counts events over the last second, in two one-second buckets (the previous
@@ -267,6 +408,7 @@ func (s *Server) acceptLoop(ln listener) {
 
 func (s *Server) serveConn(qc *quicgo.Conn) {
 	defer s.wg.Done()
+	s.handshakeDone(qc)
 	c := newConn(s.cfg, nil, s)
 	g := newGeneration(c, qc)
 	g.early.Store(s.Allow0RTT)
@@ -340,8 +482,15 @@ type ServerStats struct {
 	// Accepted counts handshakes completed; Refused those then closed by MaxConns, OnOpen or a
 	// shutdown.
 	Accepted, Refused uint64
-	// Retries counts connection attempts answered with a QUIC Retry (see RetryAbove).
+	// Retries counts connection attempts answered with a QUIC Retry (see RetryAbove and
+	// MaxHandshakes).
 	Retries uint64
+	// Handshakes is the number of handshakes in progress (a gauge; see MaxHandshakes).
+	Handshakes int
+	// HandshakesRefused counts the connection attempts' Initial packets refused with
+	// CONNECTION_REFUSED because MaxHandshakes handshakes were in progress (a client whose first
+	// flight spans two packets, as with Go's default post-quantum key share, counts twice).
+	HandshakesRefused uint64
 	// InFlight is the number of requests being handled, not yet answered (a gauge).
 	InFlight int64
 	// FramesSent and FramesReceived count RPC frames and records over every connection.
@@ -363,6 +512,8 @@ func (s *Server) Stats() ServerStats {
 	st.Conns = int(s.nconns.Load())
 	st.Accepted, st.Refused = s.counters.accepted.Load(), s.counters.refused.Load()
 	st.Retries = s.retries.Load()
+	st.Handshakes = int(s.handshakes.total.Load())
+	st.HandshakesRefused = s.handshakes.refused.Load()
 	st.InFlight = s.inFlight()
 	return st
 }

@@ -85,6 +85,8 @@ func TestRunMetrics(t *testing.T) {
 		"nq_server_connections_accepted_total" + s: conns,
 		"nq_server_connections_refused_total" + s:  0,
 		"nq_server_retries_total" + s:              0,
+		"nq_server_handshakes_in_progress" + s:     0,
+		"nq_server_handshakes_refused_total" + s:   0,
 		"nq_server_requests_in_flight" + s:         0,
 		"nq_server_frames_sent_total" + s:          total,
 		"nq_server_frames_received_total" + s:      total,
