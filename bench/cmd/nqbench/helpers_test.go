@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"io"
 	"net"
+	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -24,4 +28,44 @@ func commandContext(ctx context.Context, exe string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, exe, args...)
 	cmd.WaitDelay = 5 * time.Second
 	return cmd
+}
+
+// startServer starts srv (an nqbench -mode server command), stops it with an interrupt at the
+// end of the test, and returns once its stderr says ready (a line containing readyLine). It
+// fails the test when the server exits or ctx ends first.
+func startServer(t *testing.T, ctx context.Context, srv *exec.Cmd, readyLine string) {
+	t.Helper()
+	srvErr, err := srv.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = srv.Process.Signal(os.Interrupt)
+		_ = srv.Wait()
+	})
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(srvErr)
+		var seen []string
+		for sc.Scan() {
+			seen = append(seen, sc.Text())
+			if strings.Contains(sc.Text(), readyLine) {
+				ready <- ""
+				_, _ = io.Copy(io.Discard, srvErr)
+				return
+			}
+		}
+		ready <- strings.Join(seen, "\n")
+	}()
+	select {
+	case out := <-ready:
+		if out != "" {
+			t.Fatalf("server did not start: %s", out)
+		}
+	case <-ctx.Done():
+		t.Fatal("server did not start in time")
+	}
 }

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -218,40 +216,8 @@ func TestServerAndClientModes(t *testing.T) {
 	t.Cleanup(cancel)
 	addr := "127.0.0.1:" + freeUDPPort(t)
 	srv := commandContext(ctx, exe, "-mode", "server", "-stacks", "nq", "-addr", addr, "-certs", certs, "-serve-for", "1m")
-	srvErr, err := srv.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = srv.Process.Signal(os.Interrupt)
-		_ = srv.Wait()
-	})
 	// The server writes the certificates, listens, then says so.
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(srvErr)
-		var seen []string
-		for sc.Scan() {
-			seen = append(seen, sc.Text())
-			if strings.Contains(sc.Text(), "serving nq/udp on") {
-				ready <- ""
-				_, _ = io.Copy(io.Discard, srvErr)
-				return
-			}
-		}
-		ready <- strings.Join(seen, "\n")
-	}()
-	select {
-	case out := <-ready:
-		if out != "" {
-			t.Fatalf("server did not start: %s", out)
-		}
-	case <-ctx.Done():
-		t.Fatal("server did not start in time")
-	}
+	startServer(t, ctx, srv, "serving nq/udp on")
 	var stdout, stderr bytes.Buffer
 	args := []string{"-mode", "client", "-isolate=false", "-quiet", "-stacks", "nq", "-addr", addr, "-certs", certs, "-c", "2", "-n", "100"}
 	if err := run(ctx, args, &stdout, &stderr); err != nil {

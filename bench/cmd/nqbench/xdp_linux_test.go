@@ -200,39 +200,7 @@ func TestServerModeAFXDP(t *testing.T) {
 	srv := commandContext(ctx, "ip", "netns", "exec", p.A.Name, exe, "-mode", "server", "-stacks", "nq", "-transports", "afxdp",
 		"-iface", p.A.Link, "-addr", addr, "-certs", certs, "-serve-for", "1m")
 	srv.Env = append(os.Environ(), runAsNQBench+"=1")
-	srvErr, err := srv.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = srv.Process.Signal(os.Interrupt)
-		_ = srv.Wait()
-	})
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(srvErr)
-		var seen []string
-		for sc.Scan() {
-			seen = append(seen, sc.Text())
-			if strings.Contains(sc.Text(), "serving nq/afxdp on "+addr) {
-				ready <- ""
-				_, _ = io.Copy(io.Discard, srvErr)
-				return
-			}
-		}
-		ready <- strings.Join(seen, "\n")
-	}()
-	select {
-	case out := <-ready:
-		if out != "" {
-			t.Fatalf("server did not start: %s", out)
-		}
-	case <-ctx.Done():
-		t.Fatal("server did not start in time")
-	}
+	startServer(t, ctx, srv, "serving nq/afxdp on "+addr)
 	cl := commandContext(ctx, "ip", "netns", "exec", p.B.Name, exe, "-mode", "client", "-isolate=false", "-quiet", "-stacks", "nq",
 		"-addr", addr, "-certs", certs, "-c", "2", "-n", "100")
 	cl.Env = srv.Env

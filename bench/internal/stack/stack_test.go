@@ -199,16 +199,7 @@ func TestNQFactories(t *testing.T) {
 	if st.Name() != "nq/afxdp" {
 		t.Errorf("Name = %q, want nq/afxdp", st.Name())
 	}
-	srv, err := st.Listen(ctx, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	d, err := st.NewDialer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
+	srv, d := listen(t, ctx, st)
 	c, err := d.Dial(ctx, srv.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -261,16 +252,7 @@ func TestCertsFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := st.Listen(ctx, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	d, err := st.NewDialer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
+	srv, d := listen(t, ctx, st)
 	if _, err := d.Dial(ctx, srv.Addr()); err != nil {
 		t.Fatalf("dial with certificates from files: %v", err)
 	}
@@ -298,16 +280,7 @@ func TestStacks(t *testing.T) {
 			if st.Name() != name {
 				t.Errorf("Name = %q, want %q", st.Name(), name)
 			}
-			srv, err := st.Listen(ctx, "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { srv.Close() })
-			d, err := st.NewDialer()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { d.Close() })
+			srv, d := listen(t, ctx, st)
 
 			rec := measure.NewRecorder(2)
 			const n, w = 300, 8
@@ -405,4 +378,20 @@ func TestFramedSendFailsQueuedCalls(t *testing.T) {
 	if _, err := fc.Pipeline(ctx, 1, 1, []byte("x"), measure.NewRecorder(1).Shard(0)); err == nil {
 		t.Error("Pipeline on a connection used for Send succeeded")
 	}
+}
+
+// listen starts st's server on loopback and a dialer for it, both closed at the end of the test.
+func listen(t *testing.T, ctx context.Context, st Stack) (Server, Dialer) {
+	t.Helper()
+	srv, err := st.Listen(ctx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	d, err := st.NewDialer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return srv, d
 }
