@@ -18,7 +18,7 @@ import (
 const flushThreshold = 32 << 10
 
 // readChunk is the initial read buffer of a stream; it grows up to the frame limit as needed.
-const readChunk = 16 << 10
+const readChunk = 4 << 10
 
 // errPeerFinished closes a stream the peer finished (FIN). It matches ErrClosed (the stream is
 // closed; calls made on it now fail) and ErrConnLost (calls that were pending on it are lost).
