@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"net"
@@ -11,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/naquid/naquid/bench/internal/report"
+	"github.com/naquid/naquid/bench/internal/workload"
 )
 
 // freeUDPPort returns a UDP port that was free a moment ago.
@@ -68,4 +72,22 @@ func startServer(t *testing.T, ctx context.Context, srv *exec.Cmd, readyLine str
 	case <-ctx.Done():
 		t.Fatal("server did not start in time")
 	}
+}
+
+// runPipelineIdle runs nqbench in this process with args (which ask for the pipeline and idle
+// workloads, in that order) and returns their two results.
+func runPipelineIdle(t *testing.T, ctx context.Context, args []string) []workload.Result {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	if err := run(ctx, args, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
+	}
+	res, err := report.ReadJSON(&stdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 2 || res[0].Workload != workload.Pipeline || res[1].Workload != workload.Idle {
+		t.Fatalf("results: %+v", res)
+	}
+	return res
 }

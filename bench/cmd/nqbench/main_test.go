@@ -182,17 +182,7 @@ func TestIsolatedRuns(t *testing.T) {
 	t.Cleanup(cancel)
 	args := []string{"-quiet", "-workloads", "pipeline,idle", "-stacks", "tcp", "-c", "2", "-n", "100",
 		"-idle-k", "20", "-timeout", "30s", "-profile-dir", prof}
-	var stdout, stderr bytes.Buffer
-	if err := run(ctx, args, &stdout, &stderr); err != nil {
-		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
-	}
-	res, err := report.ReadJSON(&stdout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(res) != 2 || res[0].Workload != workload.Pipeline || res[1].Workload != workload.Idle {
-		t.Fatalf("results: %+v", res)
-	}
+	res := runPipelineIdle(t, ctx, args)
 	if res[1].Conns != 20 || res[1].ConnsPerSec <= 0 || res[0].PeakRSSKiB <= 0 {
 		t.Errorf("implausible results: %+v", res)
 	}

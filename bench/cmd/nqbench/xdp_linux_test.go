@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/naquid/naquid/bench/internal/report"
-	"github.com/naquid/naquid/bench/internal/workload"
 	"github.com/naquid/naquid/bench/internal/xdpnet"
 	"github.com/naquid/naquid/internal/netns"
 )
@@ -55,17 +54,7 @@ func TestAFXDPRuns(t *testing.T) {
 	t.Cleanup(cancel)
 	args := []string{"-isolate=false", "-quiet", "-workloads", "pipeline,idle", "-stacks", "nq", "-transports", "afxdp",
 		"-c", "4", "-n", "500", "-w", "8", "-idle-k", "20", "-timeout", "30s"}
-	var stdout, stderr bytes.Buffer
-	if err := run(ctx, args, &stdout, &stderr); err != nil {
-		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
-	}
-	res, err := report.ReadJSON(&stdout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(res) != 2 || res[0].Workload != workload.Pipeline || res[1].Workload != workload.Idle {
-		t.Fatalf("results: %+v", res)
-	}
+	res := runPipelineIdle(t, ctx, args)
 	pipe, idle := res[0], res[1]
 	if pipe.Stack != "nq/afxdp" || pipe.Requests != 2000 || pipe.Errors != 0 {
 		t.Errorf("pipeline result: %+v", pipe)
