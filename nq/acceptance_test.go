@@ -286,6 +286,7 @@ func TestReconnectServer(t *testing.T) {
 			lost        int
 			succeeded   = make(chan uint64, 1)
 			streamClose atomic.Int32
+			openers     sync.WaitGroup
 		)
 		mux := nq.NewMux()
 		if err := mux.HandleRPC("rpc", nq.RPCHandler{
@@ -296,16 +297,17 @@ func TestReconnectServer(t *testing.T) {
 		cl := newClient(t, e, clientOptions{
 			mux: mux,
 			onOpen: func(c *nq.Conn) {
-				gen := c.Generation()
+				openers.Add(1)
 				go func() {
+					defer openers.Done()
 					ctx, cancel := context.WithTimeout(c.Context(), 10*time.Second)
 					defer cancel()
 					for i := 0; i < 8; i++ {
+						// The goroutine of a connection the server rejects may open its
+						// stream on the next connection (Conn.OpenRPC follows reconnects);
+						// that open counts against the new connection's stream rejections
+						// like any other, so it is carried through the same way.
 						s, err := c.OpenRPC(ctx, "rpc")
-						if err == nil && s.Generation() != gen {
-							s.Close() // this goroutine is late: its connection is gone
-							return
-						}
 						if err == nil {
 							var reply []byte
 							stamp := be64(uint64(time.Now().UnixNano()))
@@ -314,7 +316,10 @@ func TestReconnectServer(t *testing.T) {
 								if string(reply) != string(stamp) {
 									t.Errorf("SetupReject reply %x, want %x", reply, stamp)
 								}
-								succeeded <- c.Generation()
+								select {
+								case succeeded <- s.Generation():
+								default: // another goroutine got through first
+								}
 								return
 							}
 						}
@@ -344,6 +349,10 @@ func TestReconnectServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		gen := waitFor(t, succeeded, 15*time.Second, "a successful call")
+		// Every opener has counted what it saw once all have returned.
+		done := make(chan struct{})
+		go func() { openers.Wait(); close(done) }()
+		waitFor(t, done, 15*time.Second, "the openers")
 		mu.Lock()
 		defer mu.Unlock()
 		if gen != 3 || len(closes) != 2 {
