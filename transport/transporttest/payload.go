@@ -18,8 +18,10 @@ import (
 const (
 	headerLen   = 16
 	headerMagic = 0x6e717474 // "nqtt"
-	// maxTestDatagram caps the datagram sizes the suite sends, to keep it quick.
-	maxTestDatagram = 65000
+	// maxTestDatagram bounds the datagram sizes the suite sends (and its filler pattern): the
+	// largest UDP payload, above every transport's MaxDatagram, so each transport is tested up
+	// to its own limit.
+	maxTestDatagram = 1<<16 - 1
 )
 
 // pattern is deterministic pseudo-random filler (xorshift32), longer than any test datagram plus
