@@ -155,10 +155,12 @@ func TestDeliveryAckWaitsForDelivery(t *testing.T) {
 	}
 }
 
-// TestQlogDir: a configured qlog directory receives one trace per connection.
+// TestQlogDir: a configured qlog directory receives one trace per connection, on the client and
+// on the server.
 func TestQlogDir(t *testing.T) {
 	e := envs(t)[0](t)
-	f := startFixture(t, e, fixtureOptions{})
+	serverDir := t.TempDir()
+	f := startFixture(t, e, fixtureOptions{qlogDir: serverDir})
 	dir := t.TempDir()
 	cl := newClient(t, e, clientOptions{})
 	cl.QlogDir = dir
@@ -170,6 +172,10 @@ func TestQlogDir(t *testing.T) {
 	}
 	if _, err := conn.RPC("rpc").Call(ctx, mPing, nil); err != nil {
 		t.Fatal(err)
+	}
+	// The server's trace file is created with the connection (it is written as the trace ends).
+	if files, _ := filepath.Glob(filepath.Join(serverDir, "*_server.sqlog")); len(files) != 1 {
+		t.Fatalf("server qlog files %v, want one trace", files)
 	}
 	cl.Close()
 	files, _ := filepath.Glob(filepath.Join(dir, "*_client.sqlog"))

@@ -121,3 +121,75 @@ func TestDatagrams(t *testing.T) {
 		roundTrip("after reconnect")
 	})
 }
+
+// TestConnAlarmLifetime: a client Conn's alarm survives a reconnect and fires; an alarm of a
+// client Conn that was closed, or of a server Conn that was closed, never fires, and Reset
+// cannot re-arm it.
+func TestConnAlarmLifetime(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e *env) {
+		serverConns := make(chan *nq.Conn, 4)
+		serverClosed := make(chan *nq.Conn, 4)
+		srv := &nq.Server{
+			TLS:       certs(t).ServerTLS(),
+			Transport: e.serverFactory,
+			OnOpen:    func(c *nq.Conn) error { serverConns <- c; return nil },
+			OnClose:   func(c *nq.Conn, _ error) { serverClosed <- c },
+		}
+		if err := srv.Listen(context.Background(), e.serverAddr); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+		opened := make(chan uint64, 4)
+		cl := newClient(t, e, clientOptions{
+			onOpen:  func(c *nq.Conn) { opened <- c.Generation() },
+			onClose: func(*nq.Conn, error, int) time.Duration { return 0 },
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		conn, err := cl.Dial(ctx, srv.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, opened, 5*time.Second, "generation 1")
+		first := waitFor(t, serverConns, 5*time.Second, "the server's first connection")
+
+		// A client Conn's alarm belongs to the Conn, not to one connection generation.
+		survivor := make(chan struct{})
+		conn.AfterFunc(100*time.Millisecond, func() { close(survivor) })
+		conn.Reset()
+		if g := waitFor(t, opened, 5*time.Second, "generation 2"); g != 2 {
+			t.Fatalf("reopened as generation %d, want 2", g)
+		}
+		waitFor(t, survivor, 5*time.Second, "the alarm set before the reconnect")
+		waitFor(t, serverClosed, 5*time.Second, "the server's first connection to close")
+		second := waitFor(t, serverConns, 5*time.Second, "the server's second connection")
+
+		// The first server Conn has ended: its alarms never fire and cannot be re-armed.
+		var firedServer, firedClient atomic.Bool
+		if a := first.AfterFunc(time.Millisecond, func() { firedServer.Store(true) }); a.Reset(time.Millisecond) {
+			t.Error("Reset reported an alarm of a closed server Conn active")
+		}
+		// A server Conn closed while its alarm is pending.
+		sa := second.AfterFunc(50*time.Millisecond, func() { firedServer.Store(true) })
+		second.Close()
+		waitFor(t, serverClosed, 5*time.Second, "the server's second connection to close")
+		// A client Conn closed while its alarm is pending.
+		waitFor(t, opened, 5*time.Second, "generation 3 (the client reconnects after the server's close)")
+		ca := conn.AfterFunc(50*time.Millisecond, func() { firedClient.Store(true) })
+		conn.Close()
+		waitFor(t, conn.Done(), 5*time.Second, "the client Conn to end")
+		if sa.Reset(time.Millisecond) || ca.Reset(time.Millisecond) {
+			t.Error("Reset re-armed an alarm whose Conn had ended")
+		}
+		// No event marks an alarm that does not fire: wait past every due time.
+		past := make(chan struct{})
+		time.AfterFunc(250*time.Millisecond, func() { close(past) })
+		waitFor(t, past, 5*time.Second, "the control timer")
+		if firedServer.Load() {
+			t.Error("an alarm of a closed server Conn fired")
+		}
+		if firedClient.Load() {
+			t.Error("an alarm of a closed client Conn fired")
+		}
+	})
+}

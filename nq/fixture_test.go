@@ -128,6 +128,7 @@ type fixtureOptions struct {
 	maxConns      int
 	maxHandshakes int
 	onClose       func(c *nq.Conn, err error)
+	qlogDir       string
 }
 
 func startFixture(t *testing.T, e *env, o fixtureOptions) *fixture {
@@ -165,6 +166,7 @@ func startFixture(t *testing.T, e *env, o fixtureOptions) *fixture {
 		},
 		MaxConns:      o.maxConns,
 		MaxHandshakes: o.maxHandshakes,
+		QlogDir:       o.qlogDir,
 	}
 	if err := f.srv.Listen(context.Background(), e.serverAddr); err != nil {
 		t.Fatalf("fixture listen: %v", err)
