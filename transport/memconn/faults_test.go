@@ -441,6 +441,53 @@ func TestPartition(t *testing.T) {
 	})
 }
 
+// TestPartitionOneWay: a one-way partition drops one direction (also what is in flight) while
+// the other keeps working; healing it restores the direction, and it neither heals nor is healed
+// by a partition of the pair.
+func TestPartitionOneWay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newNet(t, Config{Link: LinkConfig{Latency: 10 * time.Millisecond}})
+		a := listen(t, n, "192.0.2.1:1")
+		b := listen(t, n, "192.0.2.2:1")
+
+		send(t, a, b.LocalAddr(), payload(0, 8)) // in flight when the cut starts: dropped
+		n.PartitionOneWay(ipA, ipB)
+		send(t, a, b.LocalAddr(), payload(1, 8))
+		send(t, b, a.LocalAddr(), payload(2, 8)) // the other direction still works
+		if g := recv(t, a, 1, time.Second)[0]; seqOf(g.data) != 2 {
+			t.Fatalf("A got seq %d, want 2", seqOf(g.data))
+		}
+		time.Sleep(time.Second)
+		if gs := drain(t, b); len(gs) != 0 {
+			t.Fatalf("B received %d datagrams across the one-way partition", len(gs))
+		}
+		if s := n.LinkStats(ipA, ipB); s.Partitioned != 2 {
+			t.Fatalf("A->B Partitioned = %d, want 2", s.Partitioned)
+		}
+		if s := n.LinkStats(ipB, ipA); s.Partitioned != 0 {
+			t.Fatalf("B->A Partitioned = %d, want 0", s.Partitioned)
+		}
+		checkConservation(t, n.Stats())
+
+		// A pair partition and a one-way partition are separate: healing one keeps the other.
+		n.Partition(ipA, ipB)
+		n.HealOneWay(ipA, ipB)
+		send(t, a, b.LocalAddr(), payload(3, 8))
+		n.Heal(ipA, ipB)
+		n.PartitionOneWay(ipB, ipA)
+		send(t, a, b.LocalAddr(), payload(4, 8))
+		if g := recv(t, b, 1, time.Second)[0]; seqOf(g.data) != 4 {
+			t.Fatalf("B got seq %d after the heal, want 4 (3 was sent across the partition)", seqOf(g.data))
+		}
+		send(t, b, a.LocalAddr(), payload(5, 8))
+		n.HealOneWay(ipB, ipA)
+		send(t, b, a.LocalAddr(), payload(6, 8))
+		if g := recv(t, a, 1, time.Second)[0]; seqOf(g.data) != 6 {
+			t.Fatalf("A got seq %d, want 6 (5 was sent across the one-way partition)", seqOf(g.data))
+		}
+	})
+}
+
 // scenario writes interleaved traffic A->B and C->B through every fault and returns what B got.
 func scenario(t *testing.T, seed uint64, withC bool) []got {
 	t.Helper()

@@ -178,6 +178,7 @@ type Network struct {
 	conns      map[netip.AddrPort]*Conn
 	specific   map[portKey]int // Conns bound to a specific address, per family and port
 	partitions map[pairKey]struct{}
+	cuts       map[linkKey]struct{} // one-way partitions
 	nextPort   uint16
 	delay      delayQueue
 	seq        uint64
@@ -207,6 +208,7 @@ func NewNetwork(cfg Config) (*Network, error) {
 		conns:      make(map[netip.AddrPort]*Conn),
 		specific:   make(map[portKey]int),
 		partitions: make(map[pairKey]struct{}),
+		cuts:       make(map[linkKey]struct{}),
 		nextPort:   ephemeralLow,
 	}, nil
 }
@@ -344,6 +346,22 @@ func (n *Network) Heal(a, b netip.Addr) {
 	delete(n.partitions, newPairKey(a, b))
 }
 
+// PartitionOneWay cuts every datagram from -> to, including those already in flight, until
+// HealOneWay(from, to); the direction to -> from keeps working (an asymmetric failure: a NAT or
+// firewall that drops one direction, a radio that still receives but cannot send).
+func (n *Network) PartitionOneWay(from, to netip.Addr) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.cuts[linkKey{normAddr(from), normAddr(to)}] = struct{}{}
+}
+
+// HealOneWay undoes PartitionOneWay(from, to). It does not heal a Partition of the pair.
+func (n *Network) HealOneWay(from, to netip.Addr) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.cuts, linkKey{normAddr(from), normAddr(to)})
+}
+
 // Stats returns the sum of the counters of every link.
 func (n *Network) Stats() Stats {
 	n.mu.Lock()
@@ -404,8 +422,14 @@ func (n *Network) linkLocked(key linkKey) *link {
 	return l
 }
 
-// partitionedLocked reports whether traffic between a and b is cut.
+// partitionedLocked reports whether traffic in the direction key is cut, by a partition of the
+// pair or a one-way partition.
 func (n *Network) partitionedLocked(key linkKey) bool {
+	if len(n.cuts) > 0 {
+		if _, ok := n.cuts[key]; ok {
+			return true
+		}
+	}
 	if len(n.partitions) == 0 {
 		return false
 	}
