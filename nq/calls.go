@@ -6,41 +6,41 @@ import (
 	"time"
 )
 
-// callPool recycles call records: a pipelined connection makes millions of calls.
-var callPool = sync.Pool{New: func() any { return new(call) }}
+// waiterPool recycles the records of blocking calls (Call): a caller waiting on each call is
+// common in request-per-goroutine code.
+var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1)} }}
 
-// newCall returns a clean call record; a Call-form record (wait) has its channel.
-func newCall(wait bool) *call {
-	c := callPool.Get().(*call)
-	if wait && c.ch == nil {
-		c.ch = make(chan struct{}, 1)
-	}
-	return c
-}
-
-// release returns c to the pool. Only the last user of c may call it: the waiting caller for the
-// Call form, finish (after the callback) for the Go form without a per-call ctx watcher.
-func (c *call) release() {
-	ch := c.ch
-	*c = call{ch: ch}
-	callPool.Put(c)
-}
-
-// call is one request waiting for its answer.
-type call struct {
-	id       uint64
-	method   uint32
-	timeout  time.Duration
-	deadline int64           // nanoseconds after the table's base time
-	heapIdx  int             // index in the table's heap, or -1 when the call waits in the FIFO
-	ctx      context.Context // the ctx the stream's shared watcher covers for this call, if any
-	stop     func() bool     // this call's own ctx watcher, when the shared one covers another ctx
-
-	// exactly one of ch (Call) and cb (Go) is set
-	ch    chan struct{}
+// waiter is what a call needs beyond its table slot: the channel a blocking caller waits on and
+// the answer handed to it, or the stop function of a callback call's own ctx watcher. Its
+// identity also tells a pending call from a later call that reuses the message id.
+type waiter struct {
+	ch    chan struct{} // set for Call: signalled once with reply and err
 	reply []byte
 	err   error
-	cb    func(reply []byte, err error)
+	stop  func() bool // set for Go with a ctx of its own: stops the watcher
+}
+
+// newWaiter returns a clean record for a blocking call.
+func newWaiter() *waiter { return waiterPool.Get().(*waiter) }
+
+// release returns w to the pool; only the blocking caller, its last user, calls it.
+func (w *waiter) release() {
+	w.reply, w.err = nil, nil
+	waiterPool.Put(w)
+}
+
+// call is one pending request, held by value in the table's slot for its message id: answering
+// a call touches only the slot, which sits next to the slots of the calls made just before and
+// after it (no pointer to chase to a record last touched a round trip ago).
+type call struct {
+	id       uint64 // message id; 0 marks a free slot
+	deadline int64  // nanoseconds after the table's base time
+	timeout  time.Duration
+	cb       func(reply []byte, err error) // Go: the callback
+	w        *waiter                       // Call, or Go with its own ctx watcher
+	method   uint32
+	heapIdx  int32 // index in the table's heap, or -1 when the call waits in the FIFO
+	shared   bool  // the table's shared ctx watcher covers the call
 }
 
 // Message ids stay below maxShortID (two-byte varints on the wire) while fewer than
@@ -60,15 +60,6 @@ type fifoEntry struct {
 	deadline int64
 }
 
-// slot is one entry of the lookup table: the call and the facts the table checks often, kept
-// beside the pointer so that checking them touches no call record.
-type slot struct {
-	c        *call
-	id       uint64
-	deadline int64
-	inHeap   bool
-}
-
 // callTable holds a stream's pending calls, for the lookup of replies by message id and for
 // their deadlines, with no allocation or hashing per call in the common case. Its owner's mutex
 // guards it.
@@ -84,13 +75,13 @@ type slot struct {
 // and by compaction when stale entries outnumber pending calls.
 type callTable struct {
 	base  time.Time // deadlines count nanoseconds from here (monotonic clock)
-	slots []slot
+	slots []call
 	n     int // pending calls
 
 	fifo     []fifoEntry // ring buffer; len is a power of two once used
 	fifoHead int
 	fifoLen  int
-	heap     []*call
+	heap     []uint64 // ids of the calls in the heap
 
 	timer   *time.Timer
 	armed   int64 // when the timer fires; valid while timerOn
@@ -98,7 +89,7 @@ type callTable struct {
 	onTimer func()
 
 	// A cancellable ctx shared by many calls (a game loop's ctx) is watched once per stream,
-	// not once per call.
+	// not once per call; the calls it covers are marked shared.
 	watchCtx  context.Context
 	watchStop func() bool
 }
@@ -116,6 +107,9 @@ func (t *callTable) at(d time.Time) int64 { return int64(d.Sub(t.base)) }
 // pending returns the number of pending calls.
 func (t *callTable) pending() int { return t.n }
 
+// slot returns the slot for id; the table must not be empty.
+func (t *callTable) slot(id uint64) *call { return &t.slots[id&uint64(len(t.slots)-1)] }
+
 // allocID returns an unused message id after prev.
 func (t *callTable) allocID(prev uint64) uint64 {
 	if t.n+1 > len(t.slots)/2 {
@@ -132,7 +126,7 @@ func (t *callTable) allocID(prev uint64) uint64 {
 		if id > limit {
 			id = 1
 		}
-		if t.slots[id&mask].c == nil {
+		if t.slots[id&mask].id == 0 {
 			return id
 		}
 	}
@@ -141,30 +135,30 @@ func (t *callTable) allocID(prev uint64) uint64 {
 // grow doubles the slot table (or creates it) and re-files the pending calls.
 func (t *callTable) grow() {
 	old := t.slots
-	t.slots = make([]slot, max(minSlots, 2*len(old)))
+	t.slots = make([]call, max(minSlots, 2*len(old)))
 	mask := uint64(len(t.slots) - 1)
-	for _, sl := range old {
-		if sl.c != nil {
-			t.slots[sl.id&mask] = sl
+	for _, c := range old {
+		if c.id != 0 {
+			t.slots[c.id&mask] = c
 		}
 	}
 }
 
 // add files c, whose id came from allocID and whose deadline is set, and arms the timer when c
 // is now the earliest deadline.
-func (t *callTable) add(c *call) {
-	sl := slot{c: c, id: c.id, deadline: c.deadline}
+func (t *callTable) add(c call) {
 	t.n++
+	sl := t.slot(c.id)
 	if t.fifoLen == 0 || c.deadline >= t.fifo[(t.fifoHead+t.fifoLen-1)&(len(t.fifo)-1)].deadline {
 		c.heapIdx = -1
+		*sl = c
 		t.pushFIFO(fifoEntry{id: c.id, deadline: c.deadline})
 	} else {
-		sl.inHeap = true
-		c.heapIdx = len(t.heap)
-		t.heap = append(t.heap, c)
-		t.up(c.heapIdx)
+		c.heapIdx = int32(len(t.heap))
+		*sl = c
+		t.heap = append(t.heap, c.id)
+		t.up(int(c.heapIdx))
 	}
-	t.slots[c.id&uint64(len(t.slots)-1)] = sl
 	t.arm(c.deadline)
 }
 
@@ -182,46 +176,50 @@ func (t *callTable) arm(deadline int64) {
 	t.armed, t.timerOn = deadline, true
 }
 
-// lookup returns the pending call with id, or nil.
+// lookup returns the slot of the pending call with id, or nil.
 func (t *callTable) lookup(id uint64) *call {
-	if len(t.slots) == 0 {
+	if len(t.slots) == 0 || id == 0 {
 		return nil
 	}
-	if sl := &t.slots[id&uint64(len(t.slots)-1)]; sl.id == id {
-		return sl.c
+	if sl := t.slot(id); sl.id == id {
+		return sl
 	}
 	return nil
 }
 
-// remove takes the call id out of the table and returns it, or nil if it is not pending. The
-// timer is left alone: it fires at its old time and re-arms for what is left.
-func (t *callTable) remove(id uint64) *call {
-	c := t.lookup(id)
-	if c == nil {
-		return nil
+// remove takes the call id out of the table and returns it; ok is false if it is not pending.
+// The timer is left alone: it fires at its old time and re-arms for what is left.
+func (t *callTable) remove(id uint64) (c call, ok bool) {
+	sl := t.lookup(id)
+	if sl == nil {
+		return call{}, false
 	}
-	t.unlink(c)
-	return c
+	c = *sl
+	t.unlink(sl)
+	return c, true
 }
 
-// removeCall takes c, registered under id, out of the table if it is still pending (id may
-// since belong to a newer call, and c may have been recycled) and reports whether it was.
-func (t *callTable) removeCall(id uint64, c *call) bool {
-	if t.lookup(id) != c {
-		return false
+// removeWaiter takes the call id out of the table if it is still the call of w (the id may since
+// belong to a newer call) and returns it.
+func (t *callTable) removeWaiter(id uint64, w *waiter) (c call, ok bool) {
+	sl := t.lookup(id)
+	if sl == nil || sl.w != w {
+		return call{}, false
 	}
-	t.unlink(c)
-	return true
+	c = *sl
+	t.unlink(sl)
+	return c, true
 }
 
-// unlink removes the pending call c.
-func (t *callTable) unlink(c *call) {
-	t.slots[c.id&uint64(len(t.slots)-1)] = slot{}
+// unlink frees the slot sl of a pending call.
+func (t *callTable) unlink(sl *call) {
 	t.n--
-	if c.heapIdx >= 0 {
-		t.removeHeap(c.heapIdx)
+	if sl.heapIdx >= 0 {
+		t.removeHeap(int(sl.heapIdx))
+		*sl = call{}
 		return
 	}
+	*sl = call{}
 	t.trimFIFO()
 	if t.fifoLen > 2*t.n+minSlots {
 		t.compactFIFO()
@@ -230,8 +228,8 @@ func (t *callTable) unlink(c *call) {
 
 // live reports whether e's call is still pending.
 func (t *callTable) live(e fifoEntry) bool {
-	sl := &t.slots[e.id&uint64(len(t.slots)-1)]
-	return sl.c != nil && sl.id == e.id && sl.deadline == e.deadline && !sl.inHeap
+	sl := t.slot(e.id)
+	return sl.id == e.id && sl.deadline == e.deadline && sl.heapIdx < 0
 }
 
 // trimFIFO drops the entries of completed calls from the head of the FIFO.
@@ -274,9 +272,9 @@ func (t *callTable) popFIFO() {
 
 // expired removes and returns the calls whose deadline has passed (now on the table's clock)
 // and re-arms the timer for the earliest deadline left. The timer called it.
-func (t *callTable) expired(now int64) []*call {
+func (t *callTable) expired(now int64) []call {
 	t.timerOn = false
-	var out []*call
+	var out []call
 	for {
 		t.trimFIFO()
 		if t.fifoLen == 0 {
@@ -286,25 +284,30 @@ func (t *callTable) expired(now int64) []*call {
 		if e.deadline > now {
 			break
 		}
-		c := t.lookup(e.id)
-		t.slots[c.id&uint64(len(t.slots)-1)] = slot{}
+		sl := t.slot(e.id)
+		out = append(out, *sl)
+		*sl = call{}
 		t.n--
 		t.popFIFO()
-		out = append(out, c)
 	}
-	for len(t.heap) > 0 && t.heap[0].deadline <= now {
-		c := t.heap[0]
-		t.slots[c.id&uint64(len(t.slots)-1)] = slot{}
+	for len(t.heap) > 0 {
+		sl := t.slot(t.heap[0])
+		if sl.deadline > now {
+			break
+		}
+		out = append(out, *sl)
 		t.n--
 		t.removeHeap(0)
-		out = append(out, c)
+		*sl = call{}
 	}
 	next, ok := int64(0), false
 	if t.fifoLen > 0 {
 		next, ok = t.fifo[t.fifoHead].deadline, true
 	}
-	if len(t.heap) > 0 && (!ok || t.heap[0].deadline < next) {
-		next, ok = t.heap[0].deadline, true
+	if len(t.heap) > 0 {
+		if d := t.slot(t.heap[0]).deadline; !ok || d < next {
+			next, ok = d, true
+		}
 	}
 	if ok {
 		t.arm(next)
@@ -313,17 +316,16 @@ func (t *callTable) expired(now int64) []*call {
 }
 
 // drain removes and returns every call, and stops the timer and the shared watcher.
-func (t *callTable) drain() []*call {
-	out := make([]*call, 0, t.n)
-	for i, sl := range t.slots {
-		if sl.c != nil {
-			out = append(out, sl.c)
-			t.slots[i] = slot{}
+func (t *callTable) drain() []call {
+	out := make([]call, 0, t.n)
+	for i := range t.slots {
+		if t.slots[i].id != 0 {
+			out = append(out, t.slots[i])
+			t.slots[i] = call{}
 		}
 	}
 	t.n = 0
 	t.fifoHead, t.fifoLen = 0, 0
-	clear(t.heap)
 	t.heap = t.heap[:0]
 	if t.timer != nil {
 		t.timer.Stop()
@@ -337,15 +339,15 @@ func (t *callTable) drain() []*call {
 }
 
 // takeCtx removes and returns the calls covered by the shared watcher of ctx, which ended.
-func (t *callTable) takeCtx(ctx context.Context) []*call {
+func (t *callTable) takeCtx(ctx context.Context) []call {
 	if t.watchCtx != ctx {
 		return nil
 	}
-	var out []*call
-	for _, sl := range t.slots {
-		if sl.c != nil && sl.c.ctx == ctx {
-			t.unlink(sl.c)
-			out = append(out, sl.c)
+	var out []call
+	for i := range t.slots {
+		if sl := &t.slots[i]; sl.id != 0 && sl.shared {
+			out = append(out, *sl)
+			t.unlink(sl)
 		}
 	}
 	t.watchCtx, t.watchStop = nil, nil
@@ -357,7 +359,6 @@ func (t *callTable) removeHeap(i int) {
 	if i != last {
 		t.swap(i, last)
 	}
-	t.heap[last] = nil
 	t.heap = t.heap[:last]
 	if i < last {
 		t.down(i)
@@ -365,12 +366,14 @@ func (t *callTable) removeHeap(i int) {
 	}
 }
 
-func (t *callTable) less(i, j int) bool { return t.heap[i].deadline < t.heap[j].deadline }
+func (t *callTable) less(i, j int) bool {
+	return t.slot(t.heap[i]).deadline < t.slot(t.heap[j]).deadline
+}
 
 func (t *callTable) swap(i, j int) {
 	t.heap[i], t.heap[j] = t.heap[j], t.heap[i]
-	t.heap[i].heapIdx = i
-	t.heap[j].heapIdx = j
+	t.slot(t.heap[i]).heapIdx = int32(i)
+	t.slot(t.heap[j]).heapIdx = int32(j)
 }
 
 func (t *callTable) up(i int) {

@@ -33,17 +33,17 @@ func TestCallTableModel(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(1, uint64(tc.ops)))
 			tab := newTestTable(t)
-			model := map[uint64]*call{}
+			model := map[uint64]call{}
 			var order []uint64 // ids in the order they were added
 			var clock, lastDL int64 = 1e12, 0
 			var prev uint64
 			for range tc.ops {
 				switch op := rng.IntN(10); {
 				case op < 5 && len(model) < tc.maxActive:
-					c := &call{}
+					c := call{method: uint32(rng.Uint32())}
 					c.id = tab.allocID(prev)
 					prev = c.id
-					if model[c.id] != nil {
+					if _, taken := model[c.id]; taken {
 						t.Fatalf("id %d allocated while pending", c.id)
 					}
 					if len(model) < shortIDPending && c.id > maxShortID {
@@ -60,7 +60,7 @@ func TestCallTableModel(t *testing.T) {
 				case op < 8 && len(model) > 0:
 					var id uint64
 					if rng.Float64() < tc.inOrder {
-						for model[order[0]] == nil {
+						for _, ok := model[order[0]]; !ok; _, ok = model[order[0]] {
 							order = order[1:]
 						}
 						id = order[0]
@@ -69,29 +69,29 @@ func TestCallTableModel(t *testing.T) {
 							break
 						}
 					}
-					if got := tab.remove(id); got != model[id] {
-						t.Fatalf("remove(%d) = %p, want %p", id, got, model[id])
+					if got, ok := tab.remove(id); !ok || !sameCall(got, model[id]) {
+						t.Fatalf("remove(%d) = %+v, want %+v", id, got, model[id])
 					}
 					delete(model, id)
 				case op < 9:
-					if got := tab.remove(uint64(rng.IntN(1 << 15))); got != nil && model[got.id] != got {
+					if got, ok := tab.remove(uint64(rng.IntN(1 << 15))); ok && !sameCall(got, model[got.id]) {
 						t.Fatalf("remove of an unknown id returned a call not pending")
-					} else if got != nil {
+					} else if ok {
 						delete(model, got.id)
 					}
 				default:
 					clock += rng.Int64N(600)
-					var want []*call
+					var want []call
 					for _, c := range model {
 						if c.deadline <= clock {
 							want = append(want, c)
 						}
 					}
 					got := tab.expired(clock)
-					byID := func(a, b *call) int { return int(a.id) - int(b.id) }
+					byID := func(a, b call) int { return int(a.id) - int(b.id) }
 					slices.SortFunc(want, byID)
 					slices.SortFunc(got, byID)
-					if !slices.Equal(got, want) {
+					if !slices.EqualFunc(got, want, sameCall) {
 						t.Fatalf("expired(%d): got %d calls, want %d", clock, len(got), len(want))
 					}
 					for _, c := range got {
@@ -106,7 +106,7 @@ func TestCallTableModel(t *testing.T) {
 				}
 			}
 			for id, c := range model {
-				if tab.lookup(id) != c {
+				if sl := tab.lookup(id); sl == nil || !sameCall(*sl, c) {
 					t.Fatalf("lookup(%d) lost a pending call", id)
 				}
 			}
@@ -117,6 +117,11 @@ func TestCallTableModel(t *testing.T) {
 	}
 }
 
+// sameCall reports whether a and b are the same call (the table sets heapIdx itself).
+func sameCall(a, b call) bool {
+	return a.id == b.id && a.deadline == b.deadline && a.method == b.method
+}
+
 // TestCallTableLongIDs: with more calls pending than two-byte ids can number, ids leave the
 // two-byte range and stay unique.
 func TestCallTableLongIDs(t *testing.T) {
@@ -124,7 +129,7 @@ func TestCallTableLongIDs(t *testing.T) {
 	seen := map[uint64]bool{}
 	var prev uint64
 	for i := range maxShortID + 100 {
-		c := &call{deadline: int64(i)}
+		c := call{deadline: int64(i)}
 		c.id = tab.allocID(prev)
 		prev = c.id
 		if seen[c.id] {
@@ -142,17 +147,16 @@ func TestCallTableLongIDs(t *testing.T) {
 func BenchmarkCallTable(b *testing.B) {
 	tab := newCallTable(func() {})
 	defer tab.drain()
-	calls := make([]call, 64)
+	ids := make([]uint64, 64)
 	var prev uint64
 	for i := range b.N {
-		c := &calls[i%len(calls)]
 		if i >= 32 {
-			tab.remove(calls[(i-32)%len(calls)].id)
+			tab.remove(ids[(i-32)%len(ids)])
 		}
-		c.id = tab.allocID(prev)
-		prev = c.id
-		c.deadline = int64(i)
-		tab.add(c)
+		id := tab.allocID(prev)
+		prev = id
+		ids[i%len(ids)] = id
+		tab.add(call{id: id, deadline: int64(i)})
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/call")
 }

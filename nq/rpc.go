@@ -128,24 +128,25 @@ func (r *RPCStream) Flush() { r.s.flush() }
 // (the ctx deadline passed or, when ctx has no deadline, the handler's Timeout), ErrConnLost,
 // ErrClosed, ErrRejected, or the ctx's error when it is cancelled.
 func (r *RPCStream) Call(ctx context.Context, method uint32, payload []byte) ([]byte, error) {
-	c := newCall(true)
-	if err := r.start(ctx, c, method, payload, false); err != nil {
-		c.release()
+	w := newWaiter()
+	id, err := r.start(ctx, method, payload, nil, w)
+	if err != nil {
+		w.release()
 		return nil, err
 	}
 	select {
-	case <-c.ch:
+	case <-w.ch:
 	case <-ctx.Done():
 		r.s.wmu.Lock()
-		mine := r.calls.removeCall(c.id, c)
+		c, mine := r.calls.removeWaiter(id, w)
 		r.s.wmu.Unlock()
 		if mine {
 			r.finish(c, nil, r.ctxError(ctx, method))
 		}
-		<-c.ch
+		<-w.ch
 	}
-	reply, err := c.reply, c.err
-	c.release()
+	reply, err := w.reply, w.err
+	w.release()
 	return reply, err
 }
 
@@ -157,15 +158,8 @@ func (r *RPCStream) Go(ctx context.Context, method uint32, payload []byte, done 
 	if done == nil {
 		return errors.New("nq: Go: nil callback")
 	}
-	c := newCall(false)
-	c.cb = done
-	if err := r.start(ctx, c, method, payload, true); err != nil {
-		if c.stop == nil {
-			c.release()
-		}
-		return err
-	}
-	return nil
+	_, err := r.start(ctx, method, payload, done, nil)
+	return err
 }
 
 func (r *RPCStream) ctxError(ctx context.Context, method uint32) error {
@@ -191,29 +185,29 @@ func (r *RPCStream) checkPayload(p []byte) error {
 	return nil
 }
 
-// start registers c under a fresh message id with its deadline (and, for the callback form, a
-// watch on ctx's cancellation) and appends the request to the stream, under one lock.
-func (r *RPCStream) start(ctx context.Context, c *call, method uint32, payload []byte, watch bool) error {
+// start files a call under a fresh message id with its deadline and appends the request to the
+// stream, under one lock, and returns the id. A blocking call (Call) comes with its waiter w and
+// watches ctx itself; a callback call (Go) comes with done, and the stream watches ctx for it.
+func (r *RPCStream) start(ctx context.Context, method uint32, payload []byte, done func([]byte, error), w *waiter) (uint64, error) {
 	if err := r.checkPayload(payload); err != nil {
-		return err
+		return 0, err
 	}
 	if ctx.Err() != nil {
-		return r.ctxError(ctx, method)
+		return 0, r.ctxError(ctx, method)
 	}
 	if g := r.s.gen; g.early.Load() && !g.confirmed() && !isIdempotent(ctx) {
 		// Only idempotent calls travel in 0-RTT data; this one waits for the handshake.
 		if err := g.waitConfirmed(ctx); err != nil {
-			return fmt.Errorf("nq: call %s/%d: %w", r.s.name, method, err)
+			return 0, fmt.Errorf("nq: call %s/%d: %w", r.s.name, method, err)
 		}
 	}
-	c.method = method
-	c.timeout = r.timeout
+	c := call{method: method, timeout: r.timeout, cb: done, w: w}
 	s := r.s
 	s.wmu.Lock()
 	if s.werr != nil {
 		err := s.werr
 		s.wmu.Unlock()
-		return fmt.Errorf("nq: call %s/%d: %w", s.name, method, err)
+		return 0, fmt.Errorf("nq: call %s/%d: %w", s.name, method, err)
 	}
 	now := r.calls.now()
 	c.deadline = now + int64(c.timeout)
@@ -224,20 +218,21 @@ func (r *RPCStream) start(ctx context.Context, c *call, method uint32, payload [
 	}
 	c.id = r.calls.allocID(r.nextID)
 	r.nextID = c.id
-	r.calls.add(c)
-	if watch && ctx.Done() != nil {
+	id := c.id
+	if done != nil && ctx.Done() != nil {
 		switch {
 		case r.calls.watchCtx == ctx:
-			c.ctx = ctx
+			c.shared = true
 		case r.calls.watchCtx == nil:
-			c.ctx = ctx
+			c.shared = true
 			r.calls.watchCtx = ctx
 			r.calls.watchStop = context.AfterFunc(ctx, func() { r.ctxDone(ctx) })
 		default:
-			id := c.id
-			c.stop = context.AfterFunc(ctx, func() {
+			own := &waiter{}
+			c.w = own
+			own.stop = context.AfterFunc(ctx, func() {
 				s.wmu.Lock()
-				mine := r.calls.removeCall(id, c)
+				c, mine := r.calls.removeWaiter(id, own)
 				s.wmu.Unlock()
 				if mine {
 					r.finish(c, nil, r.ctxError(ctx, method))
@@ -245,18 +240,19 @@ func (r *RPCStream) start(ctx context.Context, c *call, method uint32, payload [
 			})
 		}
 	}
+	r.calls.add(c)
 	before := len(s.wbuf)
 	var err error
-	if s.wbuf, err = wire.AppendRequest(s.wbuf, method, c.id, payload); err != nil {
-		r.calls.removeCall(c.id, c)
+	if s.wbuf, err = wire.AppendRequest(s.wbuf, method, id, payload); err != nil {
+		r.calls.remove(id)
 		s.wmu.Unlock()
-		if c.stop != nil {
-			c.stop()
+		if c.w != nil && c.w.stop != nil {
+			c.w.stop()
 		}
-		return fmt.Errorf("nq: call %s/%d: %w", s.name, method, err)
+		return 0, fmt.Errorf("nq: call %s/%d: %w", s.name, method, err)
 	}
 	s.commit(before)
-	return nil
+	return id, nil
 }
 
 // expire fails the calls whose deadline passed.
@@ -282,32 +278,28 @@ func (r *RPCStream) ctxDone(ctx context.Context) {
 // complete finishes the pending call id with (reply, err) and reports whether it was pending.
 func (r *RPCStream) complete(id uint64, reply []byte, err error) bool {
 	r.s.wmu.Lock()
-	c := r.calls.remove(id)
+	c, ok := r.calls.remove(id)
 	r.s.wmu.Unlock()
-	if c == nil {
-		return false
+	if ok {
+		r.finish(c, reply, err)
 	}
-	r.finish(c, reply, err)
-	return true
+	return ok
 }
 
 // finish delivers the result of a call that was just removed from the table.
-func (r *RPCStream) finish(c *call, reply []byte, err error) {
-	if c.stop != nil {
-		c.stop()
+func (r *RPCStream) finish(c call, reply []byte, err error) {
+	if c.w != nil && c.w.stop != nil {
+		c.w.stop()
 	}
 	if c.cb != nil {
 		c.cb(reply, err)
-		if c.stop == nil {
-			c.release()
-		}
 		return
 	}
 	if err == nil {
-		c.reply = append([]byte{}, reply...)
+		c.w.reply = append([]byte{}, reply...)
 	}
-	c.err = err
-	c.ch <- struct{}{}
+	c.w.err = err
+	c.w.ch <- struct{}{}
 }
 
 // consume dispatches every complete frame in b.
