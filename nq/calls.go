@@ -33,14 +33,14 @@ func (w *waiter) release() {
 // a call touches only the slot, which sits next to the slots of the calls made just before and
 // after it (no pointer to chase to a record last touched a round trip ago).
 type call struct {
-	id       uint64 // message id; 0 marks a free slot
-	deadline int64  // nanoseconds after the table's base time
-	timeout  time.Duration
+	id       uint64                        // message id; 0 marks a free slot
+	deadline int64                         // nanoseconds after the table's base time
 	cb       func(reply []byte, err error) // Go: the callback
 	w        *waiter                       // Call, or Go with its own ctx watcher
 	method   uint32
 	heapIdx  int32 // index in the table's heap, or -1 when the call waits in the FIFO
 	shared   bool  // the table's shared ctx watcher covers the call
+	ctxDL    bool  // the deadline is the caller's ctx deadline, not the stream's timeout
 }
 
 // Message ids stay below maxShortID (two-byte varints on the wire) while fewer than

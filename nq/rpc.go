@@ -201,7 +201,7 @@ func (r *RPCStream) start(ctx context.Context, method uint32, payload []byte, do
 			return 0, fmt.Errorf("nq: call %s/%d: %w", r.s.name, method, err)
 		}
 	}
-	c := call{method: method, timeout: r.timeout, cb: done, w: w}
+	c := call{method: method, cb: done, w: w}
 	s := r.s
 	s.wmu.Lock()
 	if s.werr != nil {
@@ -209,12 +209,11 @@ func (r *RPCStream) start(ctx context.Context, method uint32, payload []byte, do
 		s.wmu.Unlock()
 		return 0, fmt.Errorf("nq: call %s/%d: %w", s.name, method, err)
 	}
-	now := r.calls.now()
-	c.deadline = now + int64(c.timeout)
 	if dl, ok := ctx.Deadline(); ok {
-		// The caller's deadline replaces the handler's default.
-		c.deadline = r.calls.at(dl)
-		c.timeout = time.Duration(c.deadline - now)
+		// The caller's deadline replaces the handler's default (and spares a clock read).
+		c.deadline, c.ctxDL = r.calls.at(dl), true
+	} else {
+		c.deadline = r.calls.now() + int64(r.timeout)
 	}
 	c.id = r.calls.allocID(r.nextID)
 	r.nextID = c.id
@@ -261,7 +260,11 @@ func (r *RPCStream) expire() {
 	expired := r.calls.expired(r.calls.now())
 	r.s.wmu.Unlock()
 	for _, c := range expired {
-		r.finish(c, nil, fmt.Errorf("nq: call %s/%d after %v: %w", r.s.name, c.method, c.timeout, ErrTimeout))
+		if c.ctxDL {
+			r.finish(c, nil, fmt.Errorf("nq: call %s/%d at its ctx deadline: %w", r.s.name, c.method, ErrTimeout))
+		} else {
+			r.finish(c, nil, fmt.Errorf("nq: call %s/%d after %v: %w", r.s.name, c.method, r.timeout, ErrTimeout))
+		}
 	}
 }
 

@@ -2,7 +2,9 @@
 // connections on loopback, each pipelining N Ping calls with W in flight on one RPC stream, with
 // certificates made in memory. It prints requests per second, latency percentiles, CPU time per
 // request and how many RPC frames each QUIC packet carried; with -compare (the default) it then
-// runs the same workload as a hand-written pipelined echo on raw quic-go and prints the ratio.
+// runs the same workload as a hand-written pipelined echo on raw quic-go and prints the ratio;
+// -rounds R repeats both R times, alternating which goes first, and prints the median ratio
+// (the figure to quote on a noisy machine).
 // With -metrics host:port it serves the Prometheus metrics of the nq server and client
 // (package github.com/naquid/naquid/metrics) at http://host:port/metrics while the nq workload
 // runs.
@@ -10,7 +12,7 @@
 // Usage:
 //
 //	nq-demo [-transport udp|mmsg|memconn] [-c 100] [-n 5000] [-w 32] [-size 8] [-compare=true]
-//	        [-timeout 50s] [-cpuprofile file] [-metrics host:port]
+//	        [-rounds 1] [-timeout 50s] [-cpuprofile file] [-metrics host:port]
 package main
 
 import (
@@ -22,6 +24,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"time"
 )
 
@@ -41,7 +44,11 @@ type config struct {
 	Size int
 	// Compare also runs the raw quic-go echo peer and prints the ratio.
 	Compare bool
-	// Timeout bounds the whole run (both workloads, so `make demo` ends within a minute); when
+	// Rounds is how many times both workloads run (with Compare), alternating which runs
+	// first so that neither always meets a fresh heap; the ratio printed last is the median of
+	// the rounds' ratios. Default 1.
+	Rounds int
+	// Timeout bounds the whole run (every workload, so `make demo` ends within a minute); when
 	// it passes, the run reports what it measured and fails. Default 50s.
 	Timeout time.Duration
 	// CPUProfile, when set, is the file a CPU profile of the nq workload is written to; the raw
@@ -89,6 +96,9 @@ func (c config) withDefaults() config {
 	if c.Timeout == 0 {
 		c.Timeout = defaultTimeout
 	}
+	if c.Rounds == 0 {
+		c.Rounds = 1
+	}
 	return c
 }
 
@@ -107,6 +117,8 @@ func (c config) validate() error {
 		return fmt.Errorf("size %d: want %d to %d bytes", c.Size, minSize, maxSize)
 	case c.Timeout < 0:
 		return fmt.Errorf("timeout %v: want a positive duration", c.Timeout)
+	case c.Rounds < 1:
+		return fmt.Errorf("rounds %d: want at least 1", c.Rounds)
 	}
 	if c.Metrics != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics); err != nil {
@@ -124,6 +136,7 @@ func main() {
 	flag.IntVar(&cfg.Window, "w", defaultWindow, "calls in flight per connection")
 	flag.IntVar(&cfg.Size, "size", defaultSize, "payload bytes per call")
 	flag.BoolVar(&cfg.Compare, "compare", true, "also run the same workload on raw quic-go and print the ratio")
+	flag.IntVar(&cfg.Rounds, "rounds", 1, "with -compare, run both workloads this many times, alternating their order, and print the median ratio")
 	flag.DurationVar(&cfg.Timeout, "timeout", defaultTimeout, "bound on the whole run (both workloads)")
 	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the nq workload to this file (and of the raw quic-go workload to file.quic-go)")
 	flag.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics at http://`host:port`/metrics while the nq workload runs")
@@ -165,14 +178,12 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		}
 		fmt.Fprintf(out, "metrics    %s while the nq workload runs\n", ms.url())
 	}
-	deadline := time.Now().Add(cfg.Timeout) // one bound for both workloads
-	wctx, cancel := context.WithDeadline(ctx, deadline)
-	nqRes, err := runNQ(wctx, cfg, ms)
-	cancel()
+	deadline := time.Now().Add(cfg.Timeout) // one bound for every workload
+	nqRes, err := runWorkload(ctx, deadline, cfg, func(ctx context.Context) (*result, error) { return runNQ(ctx, cfg, ms) })
 	merr := ms.close()
 	nqRes.report(out, cfg)
 	if err != nil {
-		return workloadErr(nqRes.name, cfg, err)
+		return err
 	}
 	if merr != nil {
 		return merr
@@ -180,15 +191,64 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	if !cfg.Compare {
 		return nil
 	}
-	wctx, cancel = context.WithDeadline(ctx, deadline)
-	echoRes, err := runEcho(wctx, cfg)
-	cancel()
+	echo := func(ctx context.Context) (*result, error) { return runEcho(ctx, cfg) }
+	echoRes, err := runWorkload(ctx, deadline, cfg, echo)
 	echoRes.report(out, cfg)
 	if err != nil {
-		return workloadErr(echoRes.name, cfg, err)
+		return err
 	}
-	fmt.Fprintf(out, "ratio nq/quic-go req/s %.2f\n", nqRes.rate()/echoRes.rate())
+	ratios := []float64{nqRes.rate() / echoRes.rate()}
+	later := cfg
+	later.CPUProfile = "" // profiles and metrics cover the first round
+	nqLater := func(ctx context.Context) (*result, error) { return runNQ(ctx, later, nil) }
+	for round := 2; round <= cfg.Rounds; round++ {
+		// Even rounds run the peer first, odd rounds nq first.
+		first, second, order := echo, nqLater, "quic-go first"
+		if round%2 == 1 {
+			first, second, order = nqLater, echo, "nq first"
+		}
+		a, err := runWorkload(ctx, deadline, later, first)
+		if err != nil {
+			return err
+		}
+		b, err := runWorkload(ctx, deadline, later, second)
+		if err != nil {
+			return err
+		}
+		if round%2 == 0 {
+			a, b = b, a
+		}
+		ratios = append(ratios, a.rate()/b.rate())
+		fmt.Fprintf(out, "round %d    nq %.0f req/s, quic-go %.0f req/s (%s), ratio %.2f\n",
+			round, a.rate(), b.rate(), order, ratios[len(ratios)-1])
+	}
+	if len(ratios) == 1 {
+		fmt.Fprintf(out, "ratio nq/quic-go req/s %.2f\n", ratios[0])
+		return nil
+	}
+	fmt.Fprintf(out, "ratio nq/quic-go req/s %.2f (median of %d rounds)\n", median(ratios), len(ratios))
 	return nil
+}
+
+// runWorkload runs one workload under the run's deadline and names it in the error it returns.
+func runWorkload(ctx context.Context, deadline time.Time, cfg config, w func(context.Context) (*result, error)) (*result, error) {
+	wctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	res, err := w(wctx)
+	if err != nil {
+		err = workloadErr(res.name, cfg, err)
+	}
+	return res, err
+}
+
+// median returns the median of v, which must not be empty; v is sorted in place.
+func median(v []float64) float64 {
+	slices.Sort(v)
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
 }
 
 func workloadErr(name string, cfg config, err error) error {

@@ -34,6 +34,40 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// TestRunRounds: with Rounds, both workloads run again in alternating order, each later round
+// prints its ratio, and the last line is their median.
+func TestRunRounds(t *testing.T) {
+	var out bytes.Buffer
+	cfg := config{Transport: "memconn", Conns: 2, Calls: 50, Window: 4, Compare: true, Rounds: 3, Timeout: 20 * time.Second}
+	if err := run(context.Background(), cfg, &out); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	report := out.String()
+	for _, want := range []string{"round 2 ", "(quic-go first)", "round 3 ", "(nq first)", "(median of 3 rounds)"} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q:\n%s", want, report)
+		}
+	}
+	if strings.Contains(report, "round 4") {
+		t.Errorf("report has a fourth round:\n%s", report)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, tt := range []struct {
+		in   []float64
+		want float64
+	}{
+		{[]float64{3}, 3},
+		{[]float64{0.9, 0.7, 0.8}, 0.8},
+		{[]float64{1, 4, 2, 3}, 2.5},
+	} {
+		if got := median(append([]float64(nil), tt.in...)); got != tt.want {
+			t.Errorf("median(%v) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
 func TestRunTimeoutReportsPartialResults(t *testing.T) {
 	var out bytes.Buffer
 	cfg := config{Transport: "memconn", Conns: 2, Calls: 5_000_000, Window: 1, Timeout: 500 * time.Millisecond}
@@ -66,6 +100,7 @@ func TestConfigValidate(t *testing.T) {
 		{config{Size: 4}, "size"},
 		{config{Size: 70000}, "size"},
 		{config{Timeout: -time.Second}, "timeout"},
+		{config{Rounds: -1}, "rounds"},
 	}
 	for _, tt := range tests {
 		err := run(context.Background(), tt.cfg, &bytes.Buffer{})
