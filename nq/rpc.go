@@ -308,11 +308,12 @@ func (r *RPCStream) finish(c call, reply []byte, err error) {
 // consume dispatches every complete frame in b.
 func (r *RPCStream) consume(b []byte) (int, error) {
 	used := 0
+	var f wire.Frame
 	for used < len(b) {
 		if r.s.isClosed() {
 			return len(b), nil // a handler closed the stream: drop the rest of the chunk
 		}
-		f, n, err := wire.ParseFrame(b[used:], r.s.maxFrame)
+		n, err := f.Decode(b[used:], r.s.maxFrame)
 		if errors.Is(err, wire.ErrShort) {
 			return used, nil
 		}

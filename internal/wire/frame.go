@@ -154,10 +154,23 @@ func AppendError(dst []byte, msgid uint64, code int64, msg string, data []byte) 
 // error matching [ErrMalformed] for method bits on a reply or error, an extended method below 63
 // or over 2^32-1, a request with msgid 0, or a varint not in its shortest encoding.
 func ParseFrame(b []byte, maxPayload int) (Frame, int, error) {
-	if len(b) == 0 {
-		return Frame{}, 0, ErrShort
+	var f Frame
+	n, err := f.Decode(b, maxPayload)
+	if err != nil {
+		return Frame{}, 0, err
 	}
-	f := Frame{Kind: Kind(b[0] >> 6)}
+	return f, n, nil
+}
+
+// Decode is [ParseFrame] writing into f, for decoding loops that reuse one Frame: it sets f to
+// the frame at the start of b and returns the number of bytes the frame occupies, or returns
+// ParseFrame's errors and leaves f unspecified.
+func (f *Frame) Decode(b []byte, maxPayload int) (int, error) {
+	if len(b) == 0 {
+		return 0, ErrShort
+	}
+	f.Kind = Kind(b[0] >> 6)
+	f.Method, f.MsgID = 0, 0
 	bits := b[0] & methodBits
 	pos := 1
 	switch f.Kind {
@@ -168,35 +181,35 @@ func ParseFrame(b []byte, maxPayload int) (Frame, int, error) {
 		}
 		m, n, err := parseVarint(b[pos:])
 		if err != nil {
-			return Frame{}, 0, fieldErr("frame method", err)
+			return 0, fieldErr("frame method", err)
 		}
 		if m < methodExt || m > math.MaxUint32 {
-			return Frame{}, 0, fmt.Errorf("wire: frame: %w: extended method %d outside 63..%d", ErrMalformed, m, uint32(math.MaxUint32))
+			return 0, fmt.Errorf("wire: frame: %w: extended method %d outside 63..%d", ErrMalformed, m, uint32(math.MaxUint32))
 		}
 		f.Method = uint32(m)
 		pos += n
 	default:
 		if bits != 0 {
-			return Frame{}, 0, fmt.Errorf("wire: frame: %w: %s carries method bits %#x", ErrMalformed, f.Kind, bits)
+			return 0, fmt.Errorf("wire: frame: %w: %s carries method bits %#x", ErrMalformed, f.Kind, bits)
 		}
 	}
 	if f.Kind != KindNotify {
 		id, n, err := parseVarint(b[pos:])
 		if err != nil {
-			return Frame{}, 0, fieldErr("frame msgid", err)
+			return 0, fieldErr("frame msgid", err)
 		}
 		if id == 0 && f.Kind == KindRequest {
-			return Frame{}, 0, fmt.Errorf("wire: frame: %w: request with msgid 0", ErrMalformed)
+			return 0, fmt.Errorf("wire: frame: %w: request with msgid 0", ErrMalformed)
 		}
 		f.MsgID = id
 		pos += n
 	}
 	payload, n, err := parsePayload(b[pos:], maxPayload, "frame")
 	if err != nil {
-		return Frame{}, 0, err
+		return 0, err
 	}
 	f.Payload = payload
-	return f, pos + n, nil
+	return pos + n, nil
 }
 
 // parsePayload decodes a varint length and that many bytes at the start of b.

@@ -134,15 +134,26 @@ func TestManyFramesInOneBuffer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Once with ParseFrame, once with Decode reusing one Frame (fields of the previous frame
+	// must not leak into the next: the cases mix kinds).
+	rest := buf
 	for i, tt := range frameCases {
-		f, n, err := ParseFrame(buf, 0)
+		f, n, err := ParseFrame(rest, 0)
 		if err != nil || !equalFrame(f, tt.f) {
 			t.Fatalf("frame %d: %+v, %v; want %+v", i, f, err, tt.f)
 		}
-		buf = buf[n:]
+		rest = rest[n:]
 	}
-	if len(buf) != 0 {
-		t.Fatalf("%d bytes left over", len(buf))
+	if len(rest) != 0 {
+		t.Fatalf("%d bytes left over", len(rest))
+	}
+	var f Frame
+	for i, tt := range frameCases {
+		n, err := f.Decode(buf, 0)
+		if err != nil || !equalFrame(f, tt.f) {
+			t.Fatalf("Decode of frame %d: %+v, %v; want %+v", i, f, err, tt.f)
+		}
+		buf = buf[n:]
 	}
 }
 

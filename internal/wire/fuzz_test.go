@@ -32,6 +32,10 @@ func FuzzParseFrame(f *testing.F) {
 		if err != nil || !bytes.Equal(enc, b[:n]) {
 			t.Fatalf("re-encoded % x, %v; decoded from % x", enc, err, b[:n])
 		}
+		reused := Frame{Kind: KindRequest, Method: 77, MsgID: 9, Payload: []byte{1}}
+		if m, err := reused.Decode(b, int(limit)); err != nil || m != n || !equalFrame(reused, fr) {
+			t.Fatalf("Decode into a used Frame: %+v, %d, %v; ParseFrame gave %+v, %d", reused, m, err, fr, n)
+		}
 		for cut := range n {
 			if _, _, err := ParseFrame(b[:cut], int(limit)); err != ErrShort {
 				t.Fatalf("prefix of %d/%d bytes: %v, want ErrShort", cut, n, err)

@@ -1,5 +1,7 @@
 package wire
 
+import "encoding/binary"
+
 // QUIC variable-length integers (RFC 9000 §16), shortest encoding only.
 
 // MaxVarint is the largest value a QUIC variable-length integer carries: 2^62-1.
@@ -48,29 +50,34 @@ func parseVarint(b []byte) (uint64, int, error) {
 	if len(b) == 0 {
 		return 0, 0, ErrShort
 	}
-	n := 1 << (b[0] >> 6)
-	if len(b) < n {
-		return 0, 0, ErrShort
-	}
-	v := uint64(b[0] & 0x3f)
-	for _, c := range b[1:n] {
-		v = v<<8 | uint64(c)
-	}
-	if n > 1 && v <= maxVarintFor(n/2) {
-		return 0, 0, errNonMinimal
-	}
-	return v, n, nil
-}
-
-// maxVarintFor returns the largest value an n-byte varint holds, for n in 1, 2, 4.
-func maxVarintFor(n int) uint64 {
-	switch n {
+	var v uint64
+	switch b[0] >> 6 {
+	case 0:
+		return uint64(b[0]), 1, nil
 	case 1:
-		return maxVarint1
+		if len(b) < 2 {
+			return 0, 0, ErrShort
+		}
+		if v = uint64(b[0]&0x3f)<<8 | uint64(b[1]); v <= maxVarint1 {
+			return 0, 0, errNonMinimal
+		}
+		return v, 2, nil
 	case 2:
-		return maxVarint2
+		if len(b) < 4 {
+			return 0, 0, ErrShort
+		}
+		if v = uint64(binary.BigEndian.Uint32(b) & 0x3fffffff); v <= maxVarint2 {
+			return 0, 0, errNonMinimal
+		}
+		return v, 4, nil
 	default:
-		return maxVarint4
+		if len(b) < 8 {
+			return 0, 0, ErrShort
+		}
+		if v = binary.BigEndian.Uint64(b) & MaxVarint; v <= maxVarint4 {
+			return 0, 0, errNonMinimal
+		}
+		return v, 8, nil
 	}
 }
 
