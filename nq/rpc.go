@@ -309,6 +309,7 @@ func (r *RPCStream) finish(c call, reply []byte, err error) {
 func (r *RPCStream) consume(b []byte) (int, error) {
 	used := 0
 	var f wire.Frame
+	var pass passFlags
 	for used < len(b) {
 		if r.s.isClosed() {
 			return len(b), nil // a handler closed the stream: drop the rest of the chunk
@@ -324,7 +325,7 @@ func (r *RPCStream) consume(b []byte) (int, error) {
 		r.s.framesIn++
 		switch f.Kind {
 		case wire.KindRequest:
-			r.dispatchRequest(f)
+			r.dispatchRequest(f, &pass)
 		case wire.KindNotify:
 			if r.h.OnNotify != nil {
 				r.h.OnNotify(r, f.Method, f.Payload)
@@ -342,21 +343,31 @@ func (r *RPCStream) consume(b []byte) (int, error) {
 	return used, nil
 }
 
-func (r *RPCStream) dispatchRequest(f wire.Frame) {
-	req := r.newRequest()
-	req.Method, req.Payload, req.stream, req.msgid = f.Method, f.Payload, r, f.MsgID
-	if r.s.gen.early.Load() {
-		req.early = !r.s.gen.confirmed()
+// passFlags are facts about the connection that the requests of one received chunk share, read
+// when the chunk's first request is dispatched rather than for every request.
+type passFlags struct {
+	read     bool
+	early    bool // the chunk arrived before the handshake completed (0-RTT)
+	draining bool // the server is shutting down
+}
+
+func (r *RPCStream) dispatchRequest(f wire.Frame, pass *passFlags) {
+	if !pass.read {
+		pass.read = true
+		pass.early = r.s.gen.early.Load() && !r.s.gen.confirmed()
+		pass.draining = r.srv != nil && r.srv.draining.Load()
 	}
+	req := r.newRequest()
+	req.Method, req.Payload, req.stream, req.msgid, req.early = f.Method, f.Payload, r, f.MsgID, pass.early
 	if r.h.OnRequest == nil {
 		req.answered = true // not yet visible to any other goroutine
 		r.writeError(f.MsgID, &RemoteError{Code: CodeNoHandler, Message: "no request handler for " + r.s.name})
 		return
 	}
-	if srv := r.srv; srv != nil && srv.draining.Load() {
+	if pass.draining {
 		// Shutdown sets draining, then waits until no stream is inside a handler pass and
-		// every request counted is answered: a request either sees draining here or is
-		// counted when this pass ends.
+		// every request counted is answered: a pass either saw draining when it read its
+		// flags (inside the pass) or its requests are counted when it ends.
 		req.answered = true
 		r.writeError(f.MsgID, &RemoteError{Code: CodeShuttingDown, Message: "server shutting down"})
 		return

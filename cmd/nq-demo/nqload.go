@@ -120,8 +120,9 @@ func runNQ(ctx context.Context, cfg config, ms *metricsServer) (*result, error) 
 // reply callback, on the stream's reader goroutine, so a burst of replies produces a burst of
 // calls that leave together in full packets. Like the raw quic-go client it allocates nothing per
 // call: one payload buffer (nq copies a payload when the call is made), one callback for every
-// call (the reply carries the call's sequence number), and the send times in a slice sized for
-// the run.
+// call (the reply carries the call's sequence number), and, like the raw client's channel of send
+// times, a ring of the send times of the calls in flight; replies must come in call order (one
+// stream, answered inline), which reply checks, as the raw client does.
 type pipeliner struct {
 	cfg  config
 	rpc  *nq.RPC
@@ -131,7 +132,7 @@ type pipeliner struct {
 	mu      sync.Mutex
 	sent    int
 	payload []byte
-	started []time.Duration // send time of call seq, since base
+	started []time.Duration // send time of call seq at seq % Window, since base
 	base    time.Time
 	lat     []time.Duration
 	err     error
@@ -144,7 +145,7 @@ func newPipeliner(cfg config, rpc *nq.RPC) *pipeliner {
 		rpc:     rpc,
 		done:    make(chan error, 1),
 		payload: make([]byte, cfg.Size),
-		started: make([]time.Duration, cfg.Calls),
+		started: make([]time.Duration, cfg.Window),
 		base:    time.Now(),
 		lat:     make([]time.Duration, 0, cfg.Calls),
 	}
@@ -182,20 +183,15 @@ func (w *pipeliner) run(ctx context.Context) {
 // call sends call number seq; its reply must echo the sequence number. w.mu is held.
 func (w *pipeliner) call(seq uint64) error {
 	binary.BigEndian.PutUint64(w.payload, seq)
-	w.started[seq] = time.Since(w.base)
+	w.started[seq%uint64(len(w.started))] = time.Since(w.base)
 	return w.rpc.Go(w.ctx, methodPing, w.payload, w.onReply)
 }
 
 // reply checks a reply, records its latency and sends the next call.
 func (w *pipeliner) reply(reply []byte, err error) {
 	now := time.Since(w.base)
-	var seq uint64
-	if err == nil {
-		if len(reply) != w.cfg.Size {
-			err = fmt.Errorf("reply of %d bytes, want %d", len(reply), w.cfg.Size)
-		} else if seq = binary.BigEndian.Uint64(reply); seq >= uint64(w.cfg.Calls) {
-			err = fmt.Errorf("reply to call %d: no such call", seq)
-		}
+	if err == nil && len(reply) != w.cfg.Size {
+		err = fmt.Errorf("reply of %d bytes, want %d", len(reply), w.cfg.Size)
 	}
 	if err != nil {
 		w.finish(err)
@@ -203,7 +199,12 @@ func (w *pipeliner) reply(reply []byte, err error) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.lat = append(w.lat, now-w.started[seq])
+	seq := binary.BigEndian.Uint64(reply)
+	if want := uint64(len(w.lat)); seq != want {
+		w.finish(fmt.Errorf("reply to call %d, want the reply to call %d", seq, want))
+		return
+	}
+	w.lat = append(w.lat, now-w.started[seq%uint64(len(w.started))])
 	if len(w.lat) == w.cfg.Calls {
 		w.finish(nil)
 		return

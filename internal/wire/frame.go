@@ -116,13 +116,19 @@ func appendFrame(dst []byte, k Kind, method uint32, msgid uint64, size int, payl
 // AppendRequest appends a request frame calling method with the given msgid and payload. It
 // returns dst unchanged and an error matching [ErrInvalid] if msgid is 0 or over [MaxVarint].
 func AppendRequest(dst []byte, method uint32, msgid uint64, payload []byte) ([]byte, error) {
-	return AppendFrame(dst, Frame{Kind: KindRequest, Method: method, MsgID: msgid, Payload: payload})
+	if msgid == 0 || msgid > MaxVarint {
+		return AppendFrame(dst, Frame{Kind: KindRequest, Method: method, MsgID: msgid, Payload: payload}) // the error
+	}
+	return appendFrame(dst, KindRequest, method, msgid, len(payload), payload), nil
 }
 
 // AppendReply appends a reply frame answering msgid. It returns dst unchanged and an error
 // matching [ErrInvalid] if msgid is over [MaxVarint].
 func AppendReply(dst []byte, msgid uint64, payload []byte) ([]byte, error) {
-	return AppendFrame(dst, Frame{Kind: KindReply, MsgID: msgid, Payload: payload})
+	if msgid > MaxVarint {
+		return AppendFrame(dst, Frame{Kind: KindReply, MsgID: msgid, Payload: payload}) // the error
+	}
+	return appendFrame(dst, KindReply, 0, msgid, len(payload), payload), nil
 }
 
 // AppendNotify appends a notify frame for method. It cannot fail.

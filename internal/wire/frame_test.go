@@ -180,6 +180,9 @@ func TestAppendFrameInvalid(t *testing.T) {
 	if _, err := AppendRequest(nil, 1, 0, nil); !errors.Is(err, ErrInvalid) {
 		t.Errorf("AppendRequest msgid 0: %v, want ErrInvalid", err)
 	}
+	if _, err := AppendRequest(nil, 1, MaxVarint+1, nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("AppendRequest huge msgid: %v, want ErrInvalid", err)
+	}
 	if _, err := AppendReply(nil, math.MaxUint64, nil); !errors.Is(err, ErrInvalid) {
 		t.Errorf("AppendReply huge msgid: %v, want ErrInvalid", err)
 	}
