@@ -73,11 +73,11 @@ type stream struct {
 	// answers given (RPC streams; for the server's drain).
 	requestsIn, requestsAnswered int64
 	wbuf                         []byte
-	spare                        []byte
 	inPass                       bool
-	werr                         error // sticky: later writes fail with it (set by a failure or a close)
-	failed                       bool  // a write to quic-go failed: nothing more is sent
-	flushMu                      sync.Mutex
+	werr                         error         // sticky: later writes fail with it (set by a failure or a close)
+	failed                       bool          // a write to quic-go failed: nothing more is sent
+	flushMu                      sync.Mutex    // taken before wmu; guards what follows
+	spare                        []byte        // the buffer handed to quic-go last, emptied for reuse as wbuf
 	blocked                      bool          // a blocking write is in progress; flushes leave the buffer to it
 	finned                       bool          // FIN sent or pending (finish ran)
 	finPending                   bool          // finish came during a blocking write: send FIN when it is done
@@ -166,13 +166,14 @@ func (s *stream) commit(before int) {
 // flush hands everything buffered to quic-go without blocking the caller.
 func (s *stream) flush() {
 	s.flushMu.Lock()
-	if s.blocked {
-		s.flushMu.Unlock()
-		return
-	}
 	s.wmu.Lock()
+	s.flushLocked()
+}
+
+// flushLocked is flush entered with flushMu and the write lock held; it releases both.
+func (s *stream) flushLocked() {
 	buf := s.wbuf
-	if len(buf) == 0 || s.failed {
+	if s.blocked || len(buf) == 0 || s.failed {
 		s.wmu.Unlock()
 		s.flushMu.Unlock()
 		return
@@ -192,7 +193,7 @@ func (s *stream) flush() {
 		go s.blockingWrite(buf)
 		return
 	}
-	s.recycle(buf)
+	s.keepSpare(buf)
 	s.flushMu.Unlock()
 	if err != nil {
 		s.failWrites(err)
@@ -205,16 +206,15 @@ func (s *stream) flush() {
 func (s *stream) blockingWrite(buf []byte) {
 	for {
 		_, err := s.qs.Write(buf)
-		s.recycle(buf)
+		s.flushMu.Lock()
+		s.keepSpare(buf)
 		if err != nil {
-			s.flushMu.Lock()
 			s.blocked = false
 			close(s.unblocked)
 			s.flushMu.Unlock()
 			s.failWrites(err)
 			return
 		}
-		s.flushMu.Lock()
 		s.wmu.Lock()
 		buf = s.wbuf
 		if len(buf) == 0 {
@@ -255,15 +255,15 @@ func (s *stream) drain() {
 	}
 }
 
-func (s *stream) recycle(buf []byte) {
+// keepSpare keeps buf, which quic-go has copied, for reuse as the next write buffer. flushMu is
+// held.
+func (s *stream) keepSpare(buf []byte) {
 	if cap(buf) > 4*flushThreshold {
 		return // do not keep a huge buffer around after a burst
 	}
-	s.wmu.Lock()
 	if s.spare == nil {
 		s.spare = buf[:0]
 	}
-	s.wmu.Unlock()
 }
 
 // failWrites records a write failure and closes the stream. The close (hooks, pending calls)
@@ -285,19 +285,22 @@ func (s *stream) failWrites(err error) {
 // setPass marks the start or the end of a handler pass. Ending a pass counts the frames it
 // parsed and flushes.
 func (s *stream) setPass(in bool) {
-	if !in && s.framesIn > 0 {
+	if in {
+		s.wmu.Lock()
+		s.inPass = true
+		s.wmu.Unlock()
+		return
+	}
+	if s.framesIn > 0 {
 		s.gen.conn.framesRecv.Add(s.framesIn)
 		s.framesIn = 0
 	}
+	s.flushMu.Lock()
 	s.wmu.Lock()
-	s.inPass = in
+	s.inPass = false
 	s.requestsIn += s.passRequests
 	s.passRequests = 0
-	pending := len(s.wbuf) > 0
-	s.wmu.Unlock()
-	if !in && pending {
-		s.flush()
-	}
+	s.flushLocked()
 }
 
 // readLoop reads the stream until it ends, handing complete frames to the protocol handler.
