@@ -236,12 +236,12 @@ func (b *bench) measure(ctx context.Context, tx, rx *child, rate float64, d time
 	if err != nil {
 		return step{}, txResult{}, err
 	}
-	recv, err := parseReply(line, msgRecv, 3)
+	recv, err := parseReply(line, msgRecv, 4)
 	if err != nil {
 		return step{}, txResult{}, fmt.Errorf("pps: %s: %w", rx.name, err)
 	}
 	st := step{Offered: rate, Sent: uint64(sent[0]), Received: uint64(recv[0]), Elapsed: time.Duration(sent[2]),
-		ProcCPU: time.Duration(recv[1]), CoreCPU: time.Duration(recv[2])}
+		ProcCPU: time.Duration(recv[1]), NAPICPU: time.Duration(recv[2]), CoreCPU: time.Duration(recv[3])}
 	res := txResult{Sent: uint64(sent[0]), Bytes: uint64(sent[1]), Elapsed: time.Duration(sent[2]), CPU: time.Duration(sent[3])}
 	return st, res, nil
 }

@@ -20,8 +20,10 @@
 // loss. Reported: receive capacity (the highest achieved offered rate received with < 1% loss), the
 // rate received under overload (at 1.3M offered, -overload-rate, the same for every receiver; the
 // sweep also shows "max"), and CPU per received datagram at 1M offered: the receiver process plus
-// its pinned NAPI thread ("rx CPU"), and everything the receiver's core did ("rx core": softirq
-// work included, but also any other load on that core).
+// its pinned NAPI thread ("rx CPU"), the receiver process alone ("of which app": on veth the
+// NAPI thread's copy-mode work is most of an XDP receiver's cost and the same for afxdp and
+// asavie), and everything the receiver's core did ("rx core": softirq work included, but also
+// any other load on that core).
 //
 // Send tests: each sender sends unpaced to an afxdp receiver: udp (one datagram per WriteBatch),
 // mmsg (sendmmsg batches of 64, GSO off), afxdp (TX ring, batches of 64), and mmsg-gso (the same

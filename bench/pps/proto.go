@@ -13,7 +13,7 @@ import (
 // its stdin and stdout, one line per message. The child prints "ready" once set up; each
 // command gets one reply line; "error <text>" reports a failure.
 //
-//	receiver: "start" -> "ok"; "stop" -> "recv <datagrams> <proc-cpu-ns> <core-cpu-ns>"
+//	receiver: "start" -> "ok"; "stop" -> "recv <datagrams> <rx-cpu-ns> <napi-cpu-ns> <core-cpu-ns>"
 //	sender:   "run <rate> <duration-ns>" -> "sent <datagrams> <bytes> <elapsed-ns> <cpu-ns>"
 //	both:     "quit" -> (exit)
 const (

@@ -25,12 +25,12 @@ func TestParseReplyErrors(t *testing.T) {
 		n          int
 		child      bool // the error reports the child's failure
 	}{
-		{"error afxdp: bind ppr1 queue 0: device busy", msgRecv, 3, true},
-		{"recv 1 2", msgRecv, 3, false},
-		{"recv 1 2 3 4", msgRecv, 3, false},
+		{"error afxdp: bind ppr1 queue 0: device busy", msgRecv, 4, true},
+		{"recv 1 2 3", msgRecv, 4, false},
+		{"recv 1 2 3 4 5", msgRecv, 4, false},
 		{"sent 1 2 3", msgRecv, 2, false},
-		{"recv 1 x 3", msgRecv, 3, false},
-		{"recv 1 -2 3", msgRecv, 3, false},
+		{"recv 1 x 3 4", msgRecv, 4, false},
+		{"recv 1 -2 3 4", msgRecv, 4, false},
 		{"", msgReady, 0, false},
 	} {
 		_, err := parseReply(tc.line, tc.word, tc.n)

@@ -12,12 +12,12 @@ import (
 // sampleResults is a run whose ratios are known: at 64 B udp holds 400k, mmsg 600k, afxdp 1.4M
 // (sender-bound), asavie 1M.
 func sampleResults() *results {
-	rx := func(name string, capacity, overload, cpuNs float64) rxRun {
+	rx := func(name string, capacity, overload, cpuNs, napiNs float64) rxRun {
 		steps := []step{
 			{Offered: 100e3, Sent: 100e3, Received: 100e3, Elapsed: time.Second},
 			{Offered: capacity, Sent: uint64(capacity), Received: uint64(capacity), Elapsed: time.Second},
 			{Offered: 1e6, Sent: 1e6, Received: uint64(min(capacity, 1e6)), Elapsed: time.Second,
-				ProcCPU: time.Duration(cpuNs * min(capacity, 1e6))},
+				ProcCPU: time.Duration(cpuNs * min(capacity, 1e6)), NAPICPU: time.Duration(napiNs * min(capacity, 1e6))},
 			{Offered: 0, Sent: 1.4e6, Received: uint64(overload), Elapsed: time.Second},
 		}
 		return rxRun{Receiver: name, Size: 64, Steps: steps}
@@ -30,10 +30,10 @@ func sampleResults() *results {
 		CPURate:      1e6,
 		OverloadRate: 1.3e6,
 		RX: []rxRun{
-			rx(nameUDP, 400e3, 200e3, 1500),
-			rx(nameMmsg, 600e3, 500e3, 1000),
-			rx(nameAFXDP, 1.4e6, 1.4e6, 600),
-			rx(nameAsavie, 1e6, 900e3, 1000),
+			rx(nameUDP, 400e3, 200e3, 1500, 0),
+			rx(nameMmsg, 600e3, 500e3, 1000, 0),
+			rx(nameAFXDP, 1.4e6, 1.4e6, 600, 450),
+			rx(nameAsavie, 1e6, 900e3, 1000, 700),
 		},
 		TX: []txRun{tx(nameUDP, 800e3), tx(nameMmsg, 900e3), tx(nameAFXDP, 1.6e6)},
 	}
@@ -41,13 +41,14 @@ func sampleResults() *results {
 
 func TestRatios(t *testing.T) {
 	want := map[string]float64{
-		"mmsg/udp rx-64":              1.5,
-		"mmsg/udp tx-64":              1.125,
-		"mmsg/udp overload-64":        2.5,
-		"afxdp/udp rx-64":             3.5,
-		"afxdp/asavie rx-64":          1.4,
-		"afxdp/asavie cpu-per-pkt-64": 0.6,
-		"afxdp/udp tx-64":             2,
+		"mmsg/udp rx-64":                  1.5,
+		"mmsg/udp tx-64":                  1.125,
+		"mmsg/udp overload-64":            2.5,
+		"afxdp/udp rx-64":                 3.5,
+		"afxdp/asavie rx-64":              1.4,
+		"afxdp/asavie cpu-per-pkt-64":     0.6,
+		"afxdp/asavie app-cpu-per-pkt-64": 0.5,
+		"afxdp/udp tx-64":                 2,
 	}
 	got := sampleResults().ratios()
 	if len(got) != len(want) {
@@ -116,6 +117,8 @@ func TestWriteReport(t *testing.T) {
 		"| 64 B | udp | 400k | 200k (1.40M) | 0.50 | 1500 |",
 		"| 64 B | afxdp | 1.60M | 0.82 | 312 | 1.60M |",
 		"| afxdp/asavie cpu-per-pkt-64 | 0.600 | <= 0.80 | yes |",
+		"| afxdp/asavie app-cpu-per-pkt-64 | 0.500 | <= 0.80 | yes |",
+		"| 64 B | afxdp | 1M | 1.00M | 1.00M | 0.0% | 600 | 150 |",
 		"| afxdp overload/capacity-64 | 1.000 | >= 0.90 | yes |",
 		"- whole run took 3m.\n",
 	} {
@@ -131,6 +134,7 @@ func TestWriteReport(t *testing.T) {
 		"ratio afxdp/udp rx-64 3.50",
 		"ratio afxdp/asavie rx-64 1.40",
 		"ratio afxdp/asavie cpu-per-pkt-64 0.60",
+		"ratio afxdp/asavie app-cpu-per-pkt-64 0.50",
 		"ratio afxdp/udp tx-64 2.00",
 	}
 	if len(lines) < len(wantLast) {

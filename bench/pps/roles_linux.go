@@ -97,18 +97,18 @@ func serveReceiver(ctx context.Context, cfg childConfig, cmds <-chan string) err
 			fmt.Printf("%s receive work not pinned, the receiver looks faster than it is: %v\n", noteWord, oneLine(err.Error()))
 		}
 	}
-	sample := func() (uint64, time.Duration, time.Duration, error) {
-		n := r.Count()
-		proc, err := processCPU()
-		if err != nil {
-			return 0, 0, 0, err
+	// sample returns the datagrams received so far, the CPU time of this process and of its
+	// NAPI threads, and the busy time of the receiver's core.
+	sample := func() (n uint64, proc, kt, core time.Duration, err error) {
+		n = r.Count()
+		if proc, err = processCPU(); err != nil {
+			return 0, 0, 0, 0, err
 		}
-		kt, err := threadCPU(napi)
-		if err != nil {
-			return 0, 0, 0, err
+		if kt, err = threadCPU(napi); err != nil {
+			return 0, 0, 0, 0, err
 		}
-		core, err := coreBusy(cfg.CPU)
-		return n, proc + kt, core, err
+		core, err = coreBusy(cfg.CPU)
+		return n, proc, kt, core, err
 	}
 	var statsOf any = r
 	if cr, ok := r.(*connReceiver); ok {
@@ -116,7 +116,7 @@ func serveReceiver(ctx context.Context, cfg childConfig, cmds <-chan string) err
 	}
 	fmt.Println(msgReady)
 	var n0 uint64
-	var proc0, core0 time.Duration
+	var proc0, kt0, core0 time.Duration
 	var diag0 map[string]uint64
 	for {
 		var line string
@@ -131,19 +131,20 @@ func serveReceiver(ctx context.Context, cfg childConfig, cmds <-chan string) err
 		}
 		switch line {
 		case msgStart:
-			if n0, proc0, core0, err = sample(); err != nil {
+			if n0, proc0, kt0, core0, err = sample(); err != nil {
 				return err
 			}
 			diag0 = diagCounters(statsOf, cfg.Dev, cfg.CPU)
 			fmt.Println(msgOK)
 		case msgStop:
 			drain(r)
-			n1, proc1, core1, err := sample()
+			n1, proc1, kt1, core1, err := sample()
 			if err != nil {
 				return err
 			}
+			kt := kt1 - kt0
 			fmt.Fprintf(os.Stderr, "received %d: %s\n", n1-n0, formatDiag(diag0, diagCounters(statsOf, cfg.Dev, cfg.CPU)))
-			fmt.Println(formatReply(msgRecv, int64(n1-n0), (proc1 - proc0).Nanoseconds(), (core1 - core0).Nanoseconds()))
+			fmt.Println(formatReply(msgRecv, int64(n1-n0), (proc1 - proc0 + kt).Nanoseconds(), kt.Nanoseconds(), (core1 - core0).Nanoseconds()))
 		default:
 			return fmt.Errorf("pps: receiver: unknown command %q", line)
 		}

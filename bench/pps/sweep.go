@@ -36,9 +36,10 @@ type step struct {
 	// Elapsed is how long the sender sent.
 	Elapsed time.Duration
 	// ProcCPU is the CPU time of the receiver process plus its pinned NAPI thread (when XDP is
-	// attached); CoreCPU is the busy time of the receiver's core from /proc/stat (everything on
-	// that core: the receiver, softirq work, and any other load).
-	ProcCPU, CoreCPU time.Duration
+	// attached), NAPICPU the NAPI thread's share of it (the kernel's receive work, which the
+	// receiver does not choose); CoreCPU is the busy time of the receiver's core from /proc/stat
+	// (everything on that core: the receiver, softirq work, and any other load).
+	ProcCPU, NAPICPU, CoreCPU time.Duration
 }
 
 // SentRate is the achieved offered rate in packets per second.
@@ -68,6 +69,10 @@ func (s step) CoreBusy() float64 {
 
 // ProcPerPacket is ProcCPU per received datagram in nanoseconds (NaN when none arrived).
 func (s step) ProcPerPacket() float64 { return nsPer(s.ProcCPU, s.Received) }
+
+// AppPerPacket is the receiver process's own CPU time (ProcCPU without the NAPI thread) per
+// received datagram in nanoseconds (NaN when none arrived).
+func (s step) AppPerPacket() float64 { return nsPer(s.ProcCPU-s.NAPICPU, s.Received) }
 
 // CorePerPacket is CoreCPU per received datagram in nanoseconds (NaN when none arrived).
 func (s step) CorePerPacket() float64 { return nsPer(s.CoreCPU, s.Received) }
@@ -187,15 +192,15 @@ type rxSummary struct {
 	// the overload reference rate (of the step with the highest offered load when that rate
 	// was not measured).
 	OverloadSent, OverloadRecv float64
-	// ProcAtRef and CoreAtRef are the CPU times per received datagram (ns) at the CPU reference
-	// rate; NaN when that rate was not measured or nothing arrived.
-	ProcAtRef, CoreAtRef float64
+	// ProcAtRef, AppAtRef and CoreAtRef are the CPU times per received datagram (ns) at the CPU
+	// reference rate (see step); NaN when that rate was not measured or nothing arrived.
+	ProcAtRef, AppAtRef, CoreAtRef float64
 }
 
 // summarize computes a receiver's summary from its steps (in the order measured) and the CPU and
 // overload reference rates.
 func summarize(steps []step, cpuRate, overloadRate float64) rxSummary {
-	sum := rxSummary{ProcAtRef: math.NaN(), CoreAtRef: math.NaN(), SenderBound: len(steps) > 0}
+	sum := rxSummary{ProcAtRef: math.NaN(), AppAtRef: math.NaN(), CoreAtRef: math.NaN(), SenderBound: len(steps) > 0}
 	for _, st := range steps {
 		if st.Loss() < lossLimit {
 			sum.Capacity = max(sum.Capacity, st.SentRate())
@@ -203,7 +208,7 @@ func summarize(steps []step, cpuRate, overloadRate float64) rxSummary {
 			sum.SenderBound = false
 		}
 		if st.Offered == cpuRate {
-			sum.ProcAtRef, sum.CoreAtRef = st.ProcPerPacket(), st.CorePerPacket()
+			sum.ProcAtRef, sum.AppAtRef, sum.CoreAtRef = st.ProcPerPacket(), st.AppPerPacket(), st.CorePerPacket()
 		}
 	}
 	if i := overloadStep(steps, overloadRate); i >= 0 {
