@@ -30,6 +30,14 @@ type RPCHandler struct {
 	// Timeout is the per-call timeout of calls made on streams of this protocol whose ctx has no
 	// deadline (a ctx deadline replaces it). Zero means DefaultCallTimeout.
 	Timeout time.Duration
+	// ReuseRequests lets nq hand a Request that OnRequest answered before returning to OnRequest
+	// again for a later request of the stream, instead of allocating a new one: in the
+	// pipelined demo that is about a tenth more requests per second. Set it only if OnRequest
+	// never uses a Request (nor lets another goroutine use it) once it has both answered it and
+	// returned: a stale Reply would answer the later request. A Request still unanswered when
+	// OnRequest returns is never reused, so answering later from another goroutine stays safe.
+	// Default false: every request gets its own Request.
+	ReuseRequests bool
 }
 
 // Mux maps protocol names to handlers. Both ends of a connection have one: a stream opened by

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/naquid/naquid/internal/wire"
@@ -25,6 +26,7 @@ type RPCStream struct {
 	nextID   uint64
 	srv      *Server   // the server the stream belongs to; nil on a client
 	requests []Request // unused Request records, taken by the reader one at a time
+	reuse    *Request  // a record answered during its handler, to reuse (RPCHandler.ReuseRequests)
 
 	mu    sync.Mutex // guards value
 	value any
@@ -42,7 +44,7 @@ type Request struct {
 	stream   *RPCStream
 	msgid    uint64
 	early    bool
-	answered bool // guarded by the stream's write lock
+	answered atomic.Bool // set under the stream's write lock; read without it to decide on reuse
 }
 
 func newRPCStream(st *stream, h *RPCHandler) *RPCStream {
@@ -357,10 +359,7 @@ func (r *RPCStream) dispatchRequest(f wire.Frame, pass *passFlags) {
 		pass.early = r.s.gen.early.Load() && !r.s.gen.confirmed()
 		pass.draining = r.srv != nil && r.srv.draining.Load()
 	}
-	req := r.newRequest()
-	req.Method, req.Payload, req.stream, req.msgid, req.early = f.Method, f.Payload, r, f.MsgID, pass.early
 	if r.h.OnRequest == nil {
-		req.answered = true // not yet visible to any other goroutine
 		r.writeError(f.MsgID, &RemoteError{Code: CodeNoHandler, Message: "no request handler for " + r.s.name})
 		return
 	}
@@ -368,21 +367,32 @@ func (r *RPCStream) dispatchRequest(f wire.Frame, pass *passFlags) {
 		// Shutdown sets draining, then waits until no stream is inside a handler pass and
 		// every request counted is answered: a pass either saw draining when it read its
 		// flags (inside the pass) or its requests are counted when it ends.
-		req.answered = true
 		r.writeError(f.MsgID, &RemoteError{Code: CodeShuttingDown, Message: "server shutting down"})
 		return
 	}
+	req := r.newRequest()
+	req.Method, req.Payload, req.stream, req.msgid, req.early = f.Method, f.Payload, r, f.MsgID, pass.early
 	r.s.passRequests++
 	r.h.OnRequest(req)
+	if r.h.ReuseRequests && req.answered.Load() {
+		// Answered (the answering goroutine no longer touches the record once it has set
+		// answered) and the handler has returned: the handler promised not to keep it.
+		r.reuse = req
+	}
 }
 
-// requestBatch is how many Request records the reader allocates at once. Records are never
-// reused (a handler may keep its Request), so a Request kept alive keeps its batch alive: a few
-// KiB at most.
+// requestBatch is how many Request records the reader allocates at once. Records are not
+// reused unless the handler allows it (a handler may keep its Request), so a Request kept alive
+// keeps its batch alive: a few KiB at most.
 const requestBatch = 32
 
-// newRequest returns a zero Request record; only the stream's reader calls it.
+// newRequest returns an unanswered Request record; only the stream's reader calls it.
 func (r *RPCStream) newRequest() *Request {
+	if req := r.reuse; req != nil {
+		r.reuse = nil
+		req.answered.Store(false)
+		return req
+	}
 	if len(r.requests) == 0 {
 		r.requests = make([]Request, requestBatch)
 	}

@@ -111,16 +111,16 @@ func (s *stream) write(appendFn func([]byte) ([]byte, error)) error {
 	return s.appendLocked(appendFn)
 }
 
-// answer writes the answer to a request unless *answered says it was given already (then it
-// returns ErrAnswered). *answered and the answer count are guarded by the write lock, so each
+// answer writes the answer to a request unless answered says it was given already (then it
+// returns ErrAnswered). answered is set and the answer counted under the write lock, so each
 // request gets one answer however many goroutines try.
-func (s *stream) answer(answered *bool, appendFn func([]byte) ([]byte, error)) error {
+func (s *stream) answer(answered *atomic.Bool, appendFn func([]byte) ([]byte, error)) error {
 	s.wmu.Lock()
-	if *answered {
+	if answered.Load() {
 		s.wmu.Unlock()
 		return ErrAnswered
 	}
-	*answered = true
+	answered.Store(true)
 	s.requestsAnswered++
 	return s.appendLocked(appendFn)
 }

@@ -35,6 +35,8 @@ func runNQ(ctx context.Context, cfg config, ms *metricsServer) (*result, error) 
 	smux := nq.NewMux()
 	if err := smux.HandleRPC("rpc", nq.RPCHandler{
 		OnRequest: func(req *nq.Request) { req.Reply(req.Payload) },
+		// The handler answers before it returns and keeps nothing: its Requests may be reused.
+		ReuseRequests: true,
 	}); err != nil {
 		return res, err
 	}
