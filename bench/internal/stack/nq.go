@@ -90,9 +90,12 @@ func NewNQServer(cfg Config) (*nq.Server, error) {
 		return nil, fmt.Errorf("stack nq: %w", err)
 	}
 	mux := nq.NewMux()
-	err = mux.HandleRPC(RPCName, nq.RPCHandler{OnRequest: func(req *nq.Request) {
-		_ = req.Reply(req.Payload) // fails only when the stream closed meanwhile
-	}})
+	err = mux.HandleRPC(RPCName, nq.RPCHandler{
+		OnRequest: func(req *nq.Request) {
+			_ = req.Reply(req.Payload) // fails only when the stream closed meanwhile
+		},
+		ReuseRequests: true, // the handler answers before returning and keeps nothing
+	})
 	if err != nil {
 		return nil, fmt.Errorf("stack nq: %w", err)
 	}
