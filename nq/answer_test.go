@@ -41,21 +41,9 @@ func TestAnswerOnce(t *testing.T) {
 		}}); err != nil {
 			t.Fatal(err)
 		}
-		srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: mux, Transport: e.serverFactory}
-		if err := srv.Listen(context.Background(), e.serverAddr); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { srv.Close() })
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		conn, err := newClient(t, e, clientOptions{}).Dial(ctx, srv.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := conn.OpenRPC(ctx, "rpc")
-		if err != nil {
-			t.Fatal(err)
-		}
+		srv, s := serveAndOpenRPC(ctx, t, e, mux)
 		for n := range requests {
 			reply, err := s.Call(ctx, 1, nil)
 			var re *nq.RemoteError
@@ -91,6 +79,26 @@ func TestAnswerOnce(t *testing.T) {
 	})
 }
 
+// serveAndOpenRPC starts a server on e serving mux, dials it and opens an "rpc" stream; ctx
+// bounds the dial and the open.
+func serveAndOpenRPC(ctx context.Context, t *testing.T, e *env, mux *nq.Mux) (*nq.Server, *nq.RPCStream) {
+	t.Helper()
+	srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: mux, Transport: e.serverFactory}
+	if err := srv.Listen(context.Background(), e.serverAddr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	conn, err := newClient(t, e, clientOptions{}).Dial(ctx, srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := conn.OpenRPC(ctx, "rpc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, s
+}
+
 // TestReuseRequests: with RPCHandler.ReuseRequests, a Request answered before its handler
 // returned is handed to the handler again for a later request, with that request's fields; one
 // still unanswered when the handler returns is never handed out again, and answering it later
@@ -120,21 +128,9 @@ func TestReuseRequests(t *testing.T) {
 			}}); err != nil {
 				t.Fatal(err)
 			}
-			srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: mux, Transport: e.serverFactory}
-			if err := srv.Listen(context.Background(), e.serverAddr); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { srv.Close() })
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			conn, err := newClient(t, e, clientOptions{}).Dial(ctx, srv.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, err := conn.OpenRPC(ctx, "rpc")
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, s := serveAndOpenRPC(ctx, t, e, mux)
 			const calls, everyLater = 200, 10
 			laterDone := make(chan error, calls/everyLater)
 			for i := range calls {
