@@ -3,7 +3,9 @@
 #
 # ./run.sh [nqbench flags]: nqbench's default suite, in under 5 minutes on 2 cores:
 #
-#   pipeline  nq (udp, mmsg) against raw quic-go, TCP, TLS, gRPC and kcp-go+smux
+#   pipeline  nq (udp, mmsg) against raw quic-go, TCP, TLS and kcp-go+smux: 5 rounds, the order
+#             reversed every other round, each stack's median run reported (one run's ratio
+#             moves by a tenth with the order alone); gRPC once (a run takes 14 s)
 #   tick      1 000 and 10 000 clients x 10 Hz on nq (udp, mmsg) and raw quic-go (5 s measured;
 #             10 000 is the goal load, 1 000 one these 2 cores sustain)
 #   idle      10 000 idle connections on nq (udp), raw quic-go and TCP
@@ -54,7 +56,8 @@ status=0
 bench() { "$tmp/nqbench" "$@" || status=1; }
 
 start=$SECONDS
-bench -workloads pipeline -transports "$transports" -json "$tmp/pipeline.jsonl" "$@" >/dev/null
+bench -workloads pipeline -transports "$transports" -stacks nq,quic,tcp,tls,kcp -rounds 5 -json "$tmp/pipeline.jsonl" "$@" >/dev/null
+bench -workloads pipeline -stacks grpc -json "$tmp/pipeline-grpc.jsonl" "$@" >/dev/null
 bench -workloads tick -transports "$transports" -tick-c 1000 -tick-warmup 2s -tick-duration 5s -json "$tmp/tick1k.jsonl" "$@" >/dev/null
 bench -workloads tick -transports "$transports" -tick-warmup 2s -tick-duration 5s -json "$tmp/tick.jsonl" "$@" >/dev/null
 if [ "$suite" = default ]; then
@@ -62,7 +65,7 @@ if [ "$suite" = default ]; then
 fi
 
 from=""
-for f in "$tmp"/pipeline.jsonl "$tmp"/tick1k.jsonl "$tmp"/tick.jsonl "$tmp"/idle-storm.jsonl; do
+for f in "$tmp"/pipeline.jsonl "$tmp"/pipeline-grpc.jsonl "$tmp"/tick1k.jsonl "$tmp"/tick.jsonl "$tmp"/idle-storm.jsonl; do
 	[ -f "$f" ] && from="$from${from:+,}$f"
 done
 if [ -z "$from" ]; then

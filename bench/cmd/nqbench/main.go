@@ -32,8 +32,11 @@
 // kernel sockets (udp, mmsg) whatever the server's transport.
 //
 // By default every (workload, stack) runs in its own child process, so that peak RSS, heap and
-// CPU are that stack's alone (-isolate=false runs everything in this process). Server and
-// clients share the process, so CPU per request covers both ends. -mode server serves one stack
+// CPU are that stack's alone (-isolate=false runs everything in this process). Stacks run one
+// after another, and on a shared machine the one run later tends to be faster (by up to a tenth
+// here): -rounds R runs the whole plan R times, reversing its order every other round, and
+// reports each (workload, stack)'s median run. Server and clients share the process, so CPU per
+// request covers both ends. -mode server serves one stack
 // until interrupted; -mode client runs the workloads against -addr (CPU is then the clients').
 //
 // Output: a live progress line on stderr; on stdout one JSON line per result, then a Markdown

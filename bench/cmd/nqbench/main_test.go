@@ -48,6 +48,7 @@ func TestParseOptionsRejects(t *testing.T) {
 		{[]string{"-storm-variants", ""}, "-storm-variants is empty"},
 		{[]string{"-storm-recovery", "0s"}, "-storm-recovery"},
 		{[]string{"-threshold", "-1"}, "-threshold"},
+		{[]string{"-rounds", "0"}, "-rounds"},
 		{[]string{"extra"}, "unexpected arguments"},
 		{[]string{"-mode", "server", "-stacks", "nq", "-transports", "afxdp"}, "needs -iface"},
 		{[]string{"-mode", "server", "-stacks", "nq", "-transports", "afxdp", "-iface", "eth0"}, "needs -addr"},
@@ -129,6 +130,56 @@ func TestChildArgsOverride(t *testing.T) {
 }
 
 // TestSuiteInProcess runs two small pipelines in this process and checks every output.
+func TestRepeatPlan(t *testing.T) {
+	a, b, c := runSpec{workload: "pipeline", stack: "nq", transport: "udp"}, runSpec{workload: "pipeline", stack: "quic"},
+		runSpec{workload: "pipeline", stack: "kcp"}
+	for _, tc := range []struct {
+		rounds int
+		want   []runSpec
+	}{
+		{1, []runSpec{a, b, c}},
+		{2, []runSpec{a, b, c, c, b, a}},
+		{3, []runSpec{a, b, c, c, b, a, a, b, c}},
+	} {
+		if got := repeatPlan([]runSpec{a, b, c}, tc.rounds); !slices.Equal(got, tc.want) {
+			t.Errorf("repeatPlan(%d rounds) = %v, want %v", tc.rounds, got, tc.want)
+		}
+	}
+}
+
+// TestMedianRuns: repeated runs of a stack collapse to their median run by the report's metric
+// (higher req/s, lower tick p99), other stacks and variants are kept apart, and storm runs (no
+// metric) keep their first.
+func TestMedianRuns(t *testing.T) {
+	pipe := func(stack string, rps float64) workload.Result {
+		return workload.Result{Workload: workload.Pipeline, Stack: stack, Mode: "inproc", ReqPerSec: rps}
+	}
+	tick := func(variant string, p99 float64) workload.Result {
+		return workload.Result{Workload: workload.Tick, Variant: variant, Stack: "quic", Mode: "inproc", P99us: p99}
+	}
+	storm := func(errors int64) workload.Result {
+		return workload.Result{Workload: workload.Storm, Variant: "resume", Stack: "nq/udp", Mode: "inproc", Errors: errors}
+	}
+	in := []workload.Result{
+		pipe("nq/udp", 900), pipe("quic", 1000), pipe("quic", 800), pipe("nq/udp", 1100), pipe("nq/udp", 1000),
+		pipe("quic", 1200), tick("1000x10Hz", 30), tick("1000x10Hz", 10), tick("1000x10Hz", 20), tick("10000x10Hz", 5),
+		storm(3), storm(1),
+	}
+	want := []workload.Result{pipe("nq/udp", 1000), pipe("quic", 1000), tick("1000x10Hz", 20), tick("10000x10Hz", 5), storm(3)}
+	got := medianRuns(in)
+	if len(got) != len(want) {
+		t.Fatalf("medianRuns kept %d results, want %d: %+v", len(got), len(want), got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("result %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if even := medianRuns([]workload.Result{pipe("tcp", 2), pipe("tcp", 1)}); len(even) != 1 || even[0].ReqPerSec != 1 {
+		t.Errorf("median of two runs: %+v, want the lower", even)
+	}
+}
+
 func TestSuiteInProcess(t *testing.T) {
 	dir := t.TempDir()
 	jsonPath, mdPath := filepath.Join(dir, "r.jsonl"), filepath.Join(dir, "r.md")

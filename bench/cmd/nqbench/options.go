@@ -33,6 +33,7 @@ type options struct {
 	timeout    time.Duration
 	serveFor   time.Duration
 	isolate    bool
+	rounds     int
 	quiet      bool
 	jsonPath   string
 	mdPath     string
@@ -97,6 +98,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "bound on each run")
 	fs.DurationVar(&o.serveFor, "serve-for", time.Hour, "-mode server: stop after this long")
 	fs.BoolVar(&o.isolate, "isolate", true, "run each workload and stack in its own child process (honest peak RSS and heap)")
+	fs.IntVar(&o.rounds, "rounds", 1, "run the plan this many times, its order reversed every other round, and report each run's median (by req/s, tick p99 or idle KiB): stacks measured one after another differ by up to a tenth with their order alone")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress line on stderr")
 	fs.StringVar(&o.jsonPath, "json", "", "also write the JSON lines to this file")
 	fs.StringVar(&o.mdPath, "md", "", "also write the Markdown report and ratio lines to this file")
@@ -148,6 +150,9 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 func (o *options) validate() error {
 	if len(o.workloads) == 0 {
 		return fmt.Errorf("-workloads is empty")
+	}
+	if o.rounds < 1 {
+		return fmt.Errorf("-rounds %d: want at least 1", o.rounds)
 	}
 	for _, w := range o.workloads {
 		if !slices.Contains(workload.Names(), w) {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -42,7 +43,7 @@ func runSuite(ctx context.Context, o *options, args []string, stdout, stderr io.
 		}
 		results = append(results, rs...)
 	}
-	plan := o.plan()
+	plan := repeatPlan(o.plan(), o.rounds)
 	if len(o.from) > 0 {
 		plan = nil
 	} else if o.usesXDP() {
@@ -79,6 +80,7 @@ func runSuite(ctx context.Context, o *options, args []string, stdout, stderr io.
 			results = append(results, res)
 		}
 	}
+	results = medianRuns(results)
 	md := header(args) + report.Markdown(results)
 	if len(failed) > 0 {
 		md += "### failed runs\n\n"
@@ -135,6 +137,49 @@ func runSuite(ctx context.Context, o *options, args []string, stdout, stderr io.
 		return fmt.Errorf("%d of the runs failed", len(failed))
 	}
 	return nil
+}
+
+// repeatPlan returns plan run rounds times, every even round in reverse order, so that no run
+// always comes first or last.
+func repeatPlan(plan []runSpec, rounds int) []runSpec {
+	out := make([]runSpec, 0, len(plan)*rounds)
+	for round := 1; round <= rounds; round++ {
+		if round%2 == 0 {
+			rev := slices.Clone(plan)
+			slices.Reverse(rev)
+			out = append(out, rev...)
+		} else {
+			out = append(out, plan...)
+		}
+	}
+	return out
+}
+
+// medianRuns keeps one result per workload variant, stack and mode: the median by the report's
+// metric (the lower middle of an even count; the first when the workload has no metric), in
+// the order the kept runs first appeared.
+func medianRuns(results []workload.Result) []workload.Result {
+	type key struct{ workload, variant, stack, mode string }
+	byKey := map[key][]workload.Result{}
+	var order []key
+	for _, r := range results {
+		k := key{r.Workload, r.Variant, r.Stack, r.Mode}
+		if _, seen := byKey[k]; !seen {
+			order = append(order, k)
+		}
+		byKey[k] = append(byKey[k], r)
+	}
+	out := make([]workload.Result, 0, len(order))
+	for _, k := range order {
+		runs := byKey[k]
+		slices.SortStableFunc(runs, func(a, b workload.Result) int {
+			va, _ := report.Metric(a)
+			vb, _ := report.Metric(b)
+			return cmp.Compare(va, vb)
+		})
+		out = append(out, runs[(len(runs)-1)/2])
+	}
+	return out
 }
 
 func header(args []string) string {

@@ -56,8 +56,9 @@ func ReadJSON(r io.Reader) ([]workload.Result, error) {
 // isNQ reports whether a stack name is one of naquid's ("nq/udp", "nq/mmsg").
 func isNQ(stack string) bool { return stack == "nq" || strings.HasPrefix(stack, "nq/") }
 
-// metric is the figure a workload's ratios compare, oriented so that higher is better.
-func metric(r workload.Result) (float64, bool) {
+// Metric is the figure a workload's ratios compare, oriented so that higher is better; false
+// for a workload without one (storm).
+func Metric(r workload.Result) (float64, bool) {
 	var v float64
 	switch r.Workload {
 	case workload.Pipeline:
@@ -136,7 +137,7 @@ func Ratios(results []workload.Result) []Ratio {
 			if group(r) != g || !isNQ(r.Stack) {
 				continue
 			}
-			if v, ok := metric(r); ok && v > best {
+			if v, ok := Metric(r); ok && v > best {
 				bestName, best = r.Stack, v
 			}
 		}
@@ -147,7 +148,7 @@ func Ratios(results []workload.Result) []Ratio {
 			if group(r) != g || isNQ(r.Stack) {
 				continue
 			}
-			if v, ok := metric(r); ok {
+			if v, ok := Metric(r); ok {
 				out = append(out, Ratio{Workload: g, NQ: bestName, Peer: r.Stack, Value: best / v})
 			}
 		}
@@ -164,7 +165,7 @@ func TransportRatios(results []workload.Result) []Ratio {
 			if group(n) != g || !isNQ(n.Stack) {
 				continue
 			}
-			nv, ok := metric(n)
+			nv, ok := Metric(n)
 			if !ok {
 				continue
 			}
@@ -172,7 +173,7 @@ func TransportRatios(results []workload.Result) []Ratio {
 				if group(p) != g || isNQ(p.Stack) {
 					continue
 				}
-				if pv, ok := metric(p); ok {
+				if pv, ok := Metric(p); ok {
 					out = append(out, Ratio{Workload: g, NQ: n.Stack, Peer: p.Stack, Value: nv / pv})
 				}
 			}
