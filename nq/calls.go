@@ -189,21 +189,21 @@ func (t *callTable) lookup(id uint64) *call {
 
 // remove takes the call id out of the table and returns it; ok is false if it is not pending.
 // The timer is left alone: it fires at its old time and re-arms for what is left.
-func (t *callTable) remove(id uint64) (c call, ok bool) {
-	sl := t.lookup(id)
-	if sl == nil {
-		return call{}, false
-	}
-	c = *sl
-	t.unlink(sl)
-	return c, true
-}
+func (t *callTable) remove(id uint64) (call, bool) { return t.take(t.lookup(id)) }
 
 // removeWaiter takes the call id out of the table if it is still the call of w (the id may since
 // belong to a newer call) and returns it.
-func (t *callTable) removeWaiter(id uint64, w *waiter) (c call, ok bool) {
+func (t *callTable) removeWaiter(id uint64, w *waiter) (call, bool) {
 	sl := t.lookup(id)
-	if sl == nil || sl.w != w {
+	if sl != nil && sl.w != w {
+		sl = nil
+	}
+	return t.take(sl)
+}
+
+// take unlinks the pending call in slot sl and returns it; ok is false when sl is nil.
+func (t *callTable) take(sl *call) (c call, ok bool) {
+	if sl == nil {
 		return call{}, false
 	}
 	c = *sl
@@ -286,9 +286,7 @@ func (t *callTable) expired(now int64) []call {
 		}
 		sl := t.slot(e.id)
 		out = append(out, *sl)
-		*sl = call{}
-		t.n--
-		t.popFIFO()
+		t.unlink(sl) // pops e, now stale, from the FIFO
 	}
 	for len(t.heap) > 0 {
 		sl := t.slot(t.heap[0])
@@ -296,9 +294,7 @@ func (t *callTable) expired(now int64) []call {
 			break
 		}
 		out = append(out, *sl)
-		t.n--
-		t.removeHeap(0)
-		*sl = call{}
+		t.unlink(sl)
 	}
 	next, ok := int64(0), false
 	if t.fifoLen > 0 {

@@ -178,12 +178,8 @@ func (s *stream) flushLocked() {
 		s.flushMu.Unlock()
 		return
 	}
-	s.wbuf = s.spare[:0]
-	s.spare = nil
-	frames := s.framesOut
-	s.framesOut = 0
+	s.handOn()
 	s.wmu.Unlock()
-	s.gen.conn.framesSent.Add(frames)
 
 	err := s.qs.TryWriteAll(buf)
 	if errors.Is(err, quicgo.ErrWouldBlock) {
@@ -228,14 +224,19 @@ func (s *stream) blockingWrite(buf []byte) {
 			}
 			return
 		}
-		s.wbuf = s.spare[:0]
-		s.spare = nil
-		frames := s.framesOut
-		s.framesOut = 0
+		s.handOn()
 		s.wmu.Unlock()
 		s.flushMu.Unlock()
-		s.gen.conn.framesSent.Add(frames)
 	}
+}
+
+// handOn starts an empty write buffer (the spare one, if kept) in place of wbuf, which the caller
+// has taken to hand to quic-go, and counts its frames as sent. Both locks are held.
+func (s *stream) handOn() {
+	s.wbuf = s.spare[:0]
+	s.spare = nil
+	s.gen.conn.framesSent.Add(s.framesOut)
+	s.framesOut = 0
 }
 
 // drain flushes and waits until nothing buffered remains behind a blocking write, so that
