@@ -33,7 +33,10 @@ type Client struct {
 	// TLS is the client's TLS configuration. Required: set RootCAs to trust the server's CA
 	// (the chain and host are always verified unless InsecureSkipVerify is set). ServerName
 	// defaults to the dialed host; the ALPN protocol quic.ALPN is added when NextProtos is empty;
-	// a session cache is added when ClientSessionCache is nil, so reconnects resume.
+	// a session cache is added when ClientSessionCache is nil, so reconnects resume. A session
+	// ticket survives a reconnect attempt that fails without a TLS error (a timeout, a refusal, a
+	// server shutting down), so that the next attempt still resumes; crypto/tls alone would drop
+	// it after any failed resumed handshake.
 	TLS *tls.Config
 	// Mux serves the streams the server opens. nil refuses them (ErrUnknownProtocol); calls on
 	// streams opened with Conn.RPC or Conn.OpenRPC need the protocol in the Mux.
@@ -404,25 +407,27 @@ func (cl *Client) Resolve(ctx context.Context, host string) (netip.Addr, error) 
 	return netip.Addr{}, fmt.Errorf("nq: resolve %q: no address: %w", host, ErrResolve)
 }
 
-// dial makes one connection attempt.
-func (cl *Client) dial(ctx context.Context, addr string) (*quicgo.Conn, error) {
+// dial makes one connection attempt. The attempt's session cache guard is settled here, except
+// after a successful 0-RTT dial, whose handshake completes later (serveEarly settles it then).
+func (cl *Client) dial(ctx context.Context, addr string) (*quicgo.Conn, *ticketGuard, error) {
 	host, port, err := splitAddr(addr)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ip, err := cl.Resolve(ctx, host)
 	if err != nil {
-		return nil, &CloseError{Err: err, kind: ErrResolve}
+		return nil, nil, &CloseError{Err: err, kind: ErrResolve}
 	}
 	s, err := cl.socket(ctx, ip.Is4())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	conf := cl.tls
+	conf := cl.tls.Clone()
 	if conf.ServerName == "" {
-		conf = conf.Clone()
 		conf.ServerName = host
 	}
+	tickets := newTicketGuard(cl.tls.ClientSessionCache)
+	conf.ClientSessionCache = tickets
 	to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, port))
 	var qc *quicgo.Conn
 	if cl.Allow0RTT {
@@ -430,10 +435,13 @@ func (cl *Client) dial(ctx context.Context, addr string) (*quicgo.Conn, error) {
 	} else {
 		qc, err = s.tr.Dial(ctx, to, conf, cl.quic)
 	}
+	if err != nil || !cl.Allow0RTT {
+		tickets.settle(err)
+	}
 	if errors.Is(err, quicgo.ErrTransportClosed) {
 		cl.dropSocket(ip.Is4(), s) // the socket broke: the next attempt opens a new one
 	}
-	return qc, err
+	return qc, tickets, err
 }
 
 // dropSocket forgets a broken shared socket (if it is still the current one) and closes it.
@@ -464,7 +472,7 @@ func (c *Conn) supervise() {
 			cancel()
 		}
 		cl.dials.Add(1)
-		qc, err := cl.dial(ctx, c.addr)
+		qc, tickets, err := cl.dial(ctx, c.addr)
 		c.dialMu.Lock()
 		c.dialAbort = nil
 		c.dialMu.Unlock()
@@ -473,7 +481,7 @@ func (c *Conn) supervise() {
 		var closeErr error
 		if err == nil {
 			var opened bool
-			closeErr, opened = c.serveGeneration(qc)
+			closeErr, opened = c.serveGeneration(qc, tickets)
 			if opened {
 				attempt = 0
 			}
@@ -510,14 +518,15 @@ func (c *Conn) supervise() {
 }
 
 // serveGeneration runs one established connection until it ends and returns the close error.
-func (c *Conn) serveGeneration(qc *quicgo.Conn) (closeErr error, opened bool) {
+func (c *Conn) serveGeneration(qc *quicgo.Conn, tickets *ticketGuard) (closeErr error, opened bool) {
 	g := newGeneration(c, qc)
 	if c.client.Allow0RTT && !g.confirmed() {
-		if ce := c.serveEarly(g); ce != nil {
+		if ce := c.serveEarly(g, tickets); ce != nil {
 			c.client.dialFailures.Add(1)
 			return ce, false
 		}
 	}
+	tickets.settle(nil) // the handshake completed (a no-op after a 1-RTT dial, settled then)
 	c.client.opens.Add(1)
 	defer c.client.closes.Add(1)
 	c.begin(g)
@@ -560,7 +569,7 @@ func (c *Conn) serveGeneration(qc *quicgo.Conn) (closeErr error, opened bool) {
 // serveEarly runs a generation while its 0-RTT handshake completes: idempotent calls may use it
 // meanwhile. It returns nil once the handshake is done (the generation then opens as usual), or
 // the close error if the connection ended first.
-func (c *Conn) serveEarly(g *generation) *CloseError {
+func (c *Conn) serveEarly(g *generation, tickets *ticketGuard) *CloseError {
 	g.early.Store(true)
 	c.mu.Lock()
 	c.early = g
@@ -585,6 +594,7 @@ func (c *Conn) serveEarly(g *generation) *CloseError {
 		}
 	}
 	if g.qc.Context().Err() != nil {
+		tickets.settle(context.Cause(g.qc.Context()))
 		return g.teardown()
 	}
 	if !g.qc.ConnectionState().Used0RTT {

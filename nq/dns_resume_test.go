@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	quicgo "github.com/quic-go/quic-go"
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/naquid/naquid/nq"
@@ -204,6 +205,97 @@ func TestResumption(t *testing.T) {
 		}
 		if n := signs.Load(); n != 1 {
 			t.Fatalf("%d certificate signatures for 1 full and 2 resumed handshakes, want 1", n)
+		}
+	})
+}
+
+// TestResumptionAfterFailedAttempt: a reconnect attempt that fails without a TLS error (here it
+// times out: the server is down) keeps the session ticket, so the attempt after it, to the
+// restarted server with the same ticket keys, resumes and costs that server no signature.
+// (crypto/tls drops the ticket after any failed resumed handshake; nq holds that back.)
+func TestResumptionAfterFailedAttempt(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e *env) {
+		var ticketKey [32]byte
+		copy(ticketKey[:], "naquid ticket key for one test!!")
+		var signs atomic.Int32
+		listen := func(addr string) *nq.Server {
+			t.Helper()
+			serverTLS := certs(t).ServerTLS()
+			serverTLS.SetSessionTicketKeys([][32]byte{ticketKey})
+			cert := serverTLS.Certificates[0]
+			cert.PrivateKey = countingSigner{cert.PrivateKey.(crypto.Signer), &signs}
+			serverTLS.Certificates = []tls.Certificate{cert}
+			mux := nq.NewMux()
+			if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(r *nq.Request) { r.Reply(nil) }}); err != nil {
+				t.Fatal(err)
+			}
+			srv := &nq.Server{TLS: serverTLS, Mux: mux, Transport: e.serverFactory}
+			if err := srv.Listen(context.Background(), addr); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { srv.Close() })
+			return srv
+		}
+		srv := listen(e.serverAddr)
+		addr := srv.Addr().String()
+
+		opened := make(chan bool, 4) // DidResume of each handshake
+		failed := make(chan error, 1)
+		restarted := make(chan struct{})
+		var serverDown atomic.Bool
+		quicConf := patientQUIC(false)
+		quicConf.HandshakeIdleTimeout = 500 * time.Millisecond // a dead server is found quickly
+		cl := newClient(t, e, clientOptions{
+			quic:   quicConf,
+			onOpen: func(c *nq.Conn) { opened <- c.ConnectionState().TLS.DidResume },
+			onClose: func(_ *nq.Conn, err error, attempt int) time.Duration {
+				if serverDown.Load() && attempt >= 2 {
+					// A reconnect attempt failed while no server listened: hold the next one
+					// until the server is back.
+					select {
+					case failed <- err:
+					default:
+					}
+					select {
+					case <-restarted:
+					case <-time.After(10 * time.Second):
+					}
+				}
+				return 0
+			},
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		c, err := cl.Dial(ctx, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if waitFor(t, opened, 5*time.Second, "the first handshake") {
+			t.Fatal("the first handshake resumed a session nobody had")
+		}
+		// The session ticket follows the handshake; a call's round trip makes sure it arrived.
+		if _, err := c.RPC("rpc").Call(ctx, mPing, nil); err != nil {
+			t.Fatal(err)
+		}
+		serverDown.Store(true)
+		srv.Close()
+		err = waitFor(t, failed, 10*time.Second, "a reconnect attempt to fail while the server is down")
+		var idle *quicgo.IdleTimeoutError
+		var hs *quicgo.HandshakeTimeoutError
+		if !errors.As(err, &idle) && !errors.As(err, &hs) {
+			t.Fatalf("the attempt to a server that is down failed with %v, want a timeout", err)
+		}
+		before := signs.Load()
+		listen(addr)
+		close(restarted)
+		if !waitFor(t, opened, 10*time.Second, "the reconnect to the restarted server") {
+			t.Fatal("the reconnect after a timed-out attempt made a full handshake: the ticket was dropped")
+		}
+		if n := signs.Load() - before; n != 0 {
+			t.Fatalf("the restarted server made %d certificate signatures for a resumed handshake", n)
+		}
+		if _, err := c.RPC("rpc").Call(ctx, mPing, nil); err != nil {
+			t.Fatal(err)
 		}
 	})
 }
