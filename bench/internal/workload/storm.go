@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	quicgo "github.com/quic-go/quic-go"
+
 	"github.com/naquid/naquid/bench/internal/measure"
 	"github.com/naquid/naquid/bench/internal/stack"
 	"github.com/naquid/naquid/nq"
@@ -76,6 +78,7 @@ type stormRound struct {
 	back    atomic.Int64
 	allBack chan struct{}
 	rec     *measure.Recorder
+	ends    attemptEnds
 }
 
 // RunStorm runs the storm workload on nq: K clients (with session resumption) connect to an
@@ -126,9 +129,16 @@ func RunStorm(ctx context.Context, env Env, scfg stack.Config, cfg StormConfig) 
 
 	// Clients: each Conn counts its first open after each restart.
 	var cur atomic.Pointer[stormRound]
-	var onClose func(*nq.Conn, error, int) time.Duration
-	if cfg.Spread > 0 {
-		onClose = func(*nq.Conn, error, int) time.Duration { return rand.N(cfg.Spread) }
+	// Every ended attempt is classified for the round's note; the wait is nq's default back-off
+	// or, with Spread, a uniform one.
+	onClose := func(_ *nq.Conn, err error, attempt int) time.Duration {
+		if r := cur.Load(); r != nil {
+			r.ends.count(err)
+		}
+		if cfg.Spread > 0 {
+			return rand.N(cfg.Spread)
+		}
+		return nq.DefaultBackoff(err, attempt)
 	}
 	onOpen := func(c *nq.Conn) {
 		r := cur.Load()
@@ -186,6 +196,7 @@ func RunStorm(ctx context.Context, env Env, scfg stack.Config, cfg StormConfig) 
 		if err != nil && !errors.Is(err, measure.ErrUnsupported) {
 			return out, err
 		}
+		dialsBefore := sumDials(clients)
 		r.start = time.Now()
 		cur.Store(r)
 		_ = srv.Close()
@@ -215,6 +226,9 @@ func RunStorm(ctx context.Context, env Env, scfg stack.Config, cfg StormConfig) 
 		res.P50us, res.P99us, res.MaxUs = us(l.P50), us(l.P99), us(l.Max)
 		fillCost(&res, before, after, elapsed)
 		res.AddNote(fmt.Sprintf("closing the old server took %v", closeTook.Round(time.Millisecond)))
+		st := srv.Stats()
+		res.AddNote(fmt.Sprintf("%d connection attempts; attempts ended by a handshake timeout %d, by CONNECTION_REFUSED %d, otherwise %d (the old server's shutdown included); the new server sent %d Retry packets and refused %d Initial packets past MaxHandshakes",
+			sumDials(clients)-dialsBefore, r.ends.timeouts.Load(), r.ends.refused.Load(), r.ends.other.Load(), st.Retries, st.HandshakesRefused))
 		if missing := int64(cfg.Conns) - r.back.Load(); missing > 0 {
 			res.Errors = missing
 			res.RecoverySeconds = 0
@@ -226,6 +240,34 @@ func RunStorm(ctx context.Context, env Env, scfg stack.Config, cfg StormConfig) 
 		}
 	}
 	return out, nil
+}
+
+// attemptEnds counts how a round's connection attempts and connections ended.
+type attemptEnds struct {
+	timeouts, refused, other atomic.Int64
+}
+
+func (a *attemptEnds) count(err error) {
+	var idle *quicgo.IdleTimeoutError
+	var hs *quicgo.HandshakeTimeoutError
+	var te *quicgo.TransportError
+	switch {
+	case errors.As(err, &idle) || errors.As(err, &hs):
+		a.timeouts.Add(1)
+	case errors.As(err, &te) && te.ErrorCode == quicgo.ConnectionRefused:
+		a.refused.Add(1)
+	default:
+		a.other.Add(1)
+	}
+}
+
+// sumDials returns the connection attempts of every client so far.
+func sumDials(clients []*nq.Client) uint64 {
+	var n uint64
+	for _, cl := range clients {
+		n += cl.Stats().Dials
+	}
+	return n
 }
 
 // stormConn is the storm's state of one client Conn (its Value).
