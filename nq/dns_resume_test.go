@@ -148,24 +148,35 @@ func (s countingSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOp
 	return s.Signer.Sign(rand, digest, opts)
 }
 
+// listenCountingSigns starts a server on addr answering "rpc" calls, whose certificate
+// signatures are counted in signs; configure (when not nil) adjusts its TLS configuration.
+func listenCountingSigns(t *testing.T, e *env, addr string, signs *atomic.Int32, configure func(*tls.Config)) *nq.Server {
+	t.Helper()
+	serverTLS := certs(t).ServerTLS()
+	cert := serverTLS.Certificates[0]
+	cert.PrivateKey = countingSigner{cert.PrivateKey.(crypto.Signer), signs}
+	serverTLS.Certificates = []tls.Certificate{cert}
+	if configure != nil {
+		configure(serverTLS)
+	}
+	mux := nq.NewMux()
+	if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(r *nq.Request) { r.Reply(nil) }}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &nq.Server{TLS: serverTLS, Mux: mux, Transport: e.serverFactory}
+	if err := srv.Listen(context.Background(), addr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv
+}
+
 // TestResumption: a reconnect resumes the TLS session, and a resumed handshake costs the server
 // no certificate signature.
 func TestResumption(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, e *env) {
 		var signs atomic.Int32
-		serverTLS := certs(t).ServerTLS()
-		cert := serverTLS.Certificates[0]
-		cert.PrivateKey = countingSigner{cert.PrivateKey.(crypto.Signer), &signs}
-		serverTLS.Certificates = []tls.Certificate{cert}
-		mux := nq.NewMux()
-		if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(r *nq.Request) { r.Reply(nil) }}); err != nil {
-			t.Fatal(err)
-		}
-		srv := &nq.Server{TLS: serverTLS, Mux: mux, Transport: e.serverFactory}
-		if err := srv.Listen(context.Background(), e.serverAddr); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { srv.Close() })
+		srv := listenCountingSigns(t, e, e.serverAddr, &signs, nil)
 
 		type state struct {
 			gen     uint64
@@ -219,22 +230,9 @@ func TestResumptionAfterFailedAttempt(t *testing.T) {
 		copy(ticketKey[:], "naquid ticket key for one test!!")
 		var signs atomic.Int32
 		listen := func(addr string) *nq.Server {
-			t.Helper()
-			serverTLS := certs(t).ServerTLS()
-			serverTLS.SetSessionTicketKeys([][32]byte{ticketKey})
-			cert := serverTLS.Certificates[0]
-			cert.PrivateKey = countingSigner{cert.PrivateKey.(crypto.Signer), &signs}
-			serverTLS.Certificates = []tls.Certificate{cert}
-			mux := nq.NewMux()
-			if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(r *nq.Request) { r.Reply(nil) }}); err != nil {
-				t.Fatal(err)
-			}
-			srv := &nq.Server{TLS: serverTLS, Mux: mux, Transport: e.serverFactory}
-			if err := srv.Listen(context.Background(), addr); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { srv.Close() })
-			return srv
+			return listenCountingSigns(t, e, addr, &signs, func(c *tls.Config) {
+				c.SetSessionTicketKeys([][32]byte{ticketKey})
+			})
 		}
 		srv := listen(e.serverAddr)
 		addr := srv.Addr().String()
