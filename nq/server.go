@@ -30,7 +30,10 @@ var ErrServerClosed = errors.New("nq: server closed")
 // then call Listen or Serve; the fields must not change afterwards.
 type Server struct {
 	// TLS is the server's TLS configuration (certificates). Required. The ALPN protocol
-	// quic.ALPN is added to NextProtos when NextProtos is empty.
+	// quic.ALPN is added to NextProtos when NextProtos is empty. Session tickets are encrypted
+	// with keys crypto/tls draws at random for each Config: for clients to resume (no
+	// certificate signature per reconnect) after the server process restarts, give every
+	// instance the same keys with TLS.SetSessionTicketKeys, and rotate them.
 	TLS *tls.Config
 	// Mux serves the streams clients open. nil serves nothing: every stream is refused with
 	// ErrUnknownProtocol.
