@@ -149,21 +149,21 @@ func (s countingSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOp
 }
 
 // listenCountingSigns starts a server on addr answering "rpc" calls, whose certificate
-// signatures are counted in signs; configure (when not nil) adjusts its TLS configuration.
-func listenCountingSigns(t *testing.T, e *env, addr string, signs *atomic.Int32, configure func(*tls.Config)) *nq.Server {
+// signatures are counted in signs; configure (when not nil) adjusts it before it listens.
+func listenCountingSigns(t *testing.T, e *env, addr string, signs *atomic.Int32, configure func(*nq.Server)) *nq.Server {
 	t.Helper()
 	serverTLS := certs(t).ServerTLS()
 	cert := serverTLS.Certificates[0]
 	cert.PrivateKey = countingSigner{cert.PrivateKey.(crypto.Signer), signs}
 	serverTLS.Certificates = []tls.Certificate{cert}
-	if configure != nil {
-		configure(serverTLS)
-	}
 	mux := nq.NewMux()
 	if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(r *nq.Request) { r.Reply(nil) }}); err != nil {
 		t.Fatal(err)
 	}
 	srv := &nq.Server{TLS: serverTLS, Mux: mux, Transport: e.serverFactory}
+	if configure != nil {
+		configure(srv)
+	}
 	if err := srv.Listen(context.Background(), addr); err != nil {
 		t.Fatal(err)
 	}
@@ -230,8 +230,8 @@ func TestResumptionAfterFailedAttempt(t *testing.T) {
 		copy(ticketKey[:], "naquid ticket key for one test!!")
 		var signs atomic.Int32
 		listen := func(addr string) *nq.Server {
-			return listenCountingSigns(t, e, addr, &signs, func(c *tls.Config) {
-				c.SetSessionTicketKeys([][32]byte{ticketKey})
+			return listenCountingSigns(t, e, addr, &signs, func(s *nq.Server) {
+				s.TLS.SetSessionTicketKeys([][32]byte{ticketKey})
 			})
 		}
 		srv := listen(e.serverAddr)
@@ -296,4 +296,82 @@ func TestResumptionAfterFailedAttempt(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestTokenKey: a server restarted with the same TokenKey accepts the address-validation token
+// its predecessor gave a client, so the client's reconnect skips the Retry round trip; with a
+// new key the token is void and the reconnect is sent through Retry.
+func TestTokenKey(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		sameKey   bool
+		wantRetry bool
+	}{
+		{"same key", true, false},
+		{"new key", false, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			forEachEnv(t, func(t *testing.T, e *env) {
+				var signs atomic.Int32
+				first := &quicgo.TokenGeneratorKey{1}
+				listen := func(addr string, key *quicgo.TokenGeneratorKey) *nq.Server {
+					return listenCountingSigns(t, e, addr, &signs, func(s *nq.Server) {
+						s.TokenKey = key
+						s.RetryAbove = 1 // a second unvalidated attempt within a second gets Retry
+					})
+				}
+				srv := listen(e.serverAddr, first)
+				addr := srv.Addr().String()
+				opened := make(chan struct{}, 4)
+				proceed := make(chan struct{}) // closed when the client may reconnect
+				var restarting atomic.Bool
+				cl := newClient(t, e, clientOptions{
+					onOpen: func(*nq.Conn) { opened <- struct{}{} },
+					onClose: func(*nq.Conn, error, int) time.Duration {
+						if restarting.Load() {
+							select {
+							case <-proceed:
+							case <-time.After(10 * time.Second):
+							}
+						}
+						return 0
+					},
+				})
+				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				defer cancel()
+				c, err := cl.Dial(ctx, addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, opened, 5*time.Second, "the first handshake")
+				// The token (NEW_TOKEN) follows the handshake; a call's round trip makes sure it
+				// arrived.
+				if _, err := c.RPC("rpc").Call(ctx, mPing, nil); err != nil {
+					t.Fatal(err)
+				}
+				restarting.Store(true)
+				srv.Close()
+				key := &quicgo.TokenGeneratorKey{2}
+				if tt.sameKey {
+					key = first
+				}
+				srv = listen(addr, key)
+				// A client without a token makes the attempt count reach RetryAbove, so that any
+				// unvalidated attempt after it is sent through Retry.
+				other := newClient(t, e, clientOptions{})
+				if _, err := other.Dial(ctx, addr); err != nil {
+					t.Fatal(err)
+				}
+				before := srv.Stats().Retries
+				close(proceed)
+				if _, err := c.RPC("rpc").Call(ctx, mPing, nil); err != nil {
+					t.Fatalf("call after the restart: %v", err)
+				}
+				retried := srv.Stats().Retries > before
+				if retried != tt.wantRetry {
+					t.Fatalf("the reconnect was sent through Retry: %v, want %v", retried, tt.wantRetry)
+				}
+			})
+		})
+	}
 }

@@ -53,6 +53,12 @@ type Server struct {
 	// one extra round trip while the rate stays high). 0 means 500/s; a negative value never
 	// sends Retry.
 	RetryAbove int
+	// TokenKey encrypts the address-validation tokens the server hands its clients (QUIC
+	// NEW_TOKEN); a client that presents a valid one on its next attempt skips the Retry round
+	// trip (RetryAbove) and counts as validated (MaxHandshakes). nil means a random key per
+	// Listen, so tokens die with the process: give restarted (or sibling) instances the same key
+	// for a reconnect storm after a restart to skip Retry.
+	TokenKey *quicgo.TokenGeneratorKey
 	// MaxHandshakes caps the handshakes in progress at once. A connection attempt beyond the
 	// cap is refused at its first packet with QUIC's CONNECTION_REFUSED, before the server spends
 	// any handshake CPU on it (it counts in ServerStats.HandshakesRefused); nq clients treat that
@@ -172,7 +178,8 @@ func (s *Server) listen(ctx context.Context, ap netip.AddrPort) error {
 		return fmt.Errorf("nq: server listen %s: %w", ap, err)
 	}
 	s.handshakes.setLimit(s.MaxHandshakes)
-	tr := &quicgo.Transport{Conn: pc, VerifySourceAddress: s.verifySource, ConnContext: s.connContext}
+	tr := &quicgo.Transport{Conn: pc, VerifySourceAddress: s.verifySource, ConnContext: s.connContext,
+		TokenGeneratorKey: s.TokenKey}
 	qconf := s.QUIC
 	if qconf == nil {
 		qconf = quic.ServerConfig()

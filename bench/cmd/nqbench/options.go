@@ -123,7 +123,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.idle.Conns, "idle-k", 10000, "idle: connections")
 	fs.IntVar(&o.storm.Conns, "storm-k", 10000, "storm: clients")
 	var stormVariants string
-	fs.StringVar(&stormVariants, "storm-variants", "resume,full", "storm: the restarts to make, in order: resume (the new server keeps the ticket keys), full (it has none)")
+	fs.StringVar(&stormVariants, "storm-variants", "resume,full", "storm: the restarts to make, in order: resume (the new server keeps the ticket and token keys), full (it has neither)")
 	fs.DurationVar(&o.storm.Recovery, "storm-recovery", 30*time.Second, "storm: how long to wait for the clients after each restart")
 	fs.DurationVar(&o.storm.Spread, "storm-spread", 0, "storm: reconnect after a wait uniform in [0, this) instead of nq's default back-off")
 

@@ -10,8 +10,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	quicgo "github.com/quic-go/quic-go"
+
 	"github.com/naquid/naquid/bench/internal/measure"
 	"github.com/naquid/naquid/nq"
+	"github.com/naquid/naquid/quic"
 	"github.com/naquid/naquid/transport"
 	"github.com/naquid/naquid/transport/mmsg"
 	"github.com/naquid/naquid/transport/udp"
@@ -119,7 +122,11 @@ func NewNQClient(cfg Config, onClose func(c *nq.Conn, err error, attempt int) ti
 	}
 	conf := cfg.Certs.ClientTLS()
 	conf.SessionTicketsDisabled = cfg.DisableResumption
-	return &nq.Client{TLS: conf, Mux: mux, Transport: f, OnClose: onClose}, nil
+	// One nq.Client stands for PerSocket players here: keep an address-validation token for each
+	// of its connections (nq's default store keeps 4 per server, plenty for one player).
+	qc := quic.ClientConfig()
+	qc.TokenStore = quicgo.NewLRUTokenStore(4, max(cfg.PerSocket, 4))
+	return &nq.Client{TLS: conf, Mux: mux, Transport: f, QUIC: qc, OnClose: onClose}, nil
 }
 
 func (s *nqStack) Listen(ctx context.Context, addr string) (Server, error) {

@@ -2,6 +2,7 @@ package workload
 
 import (
 	"context"
+	crand "crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -19,7 +20,7 @@ import (
 
 // Storm variants.
 const (
-	StormResume = "resume" // the restarted server accepts the clients' session tickets
+	StormResume = "resume" // the restarted server accepts the clients' session tickets and tokens
 	StormFull   = "full"   // it has no ticket keys: clients make full handshakes
 )
 
@@ -29,8 +30,9 @@ type StormConfig struct {
 	// Conns is the number of client connections (K). Default 10000.
 	Conns int
 	// Variants are the restarts to make, in order: StormResume (the restarted server keeps its
-	// session ticket keys, so clients resume) and StormFull (it has none: every client makes a
-	// full handshake). Default both, resume first.
+	// session ticket keys and address-validation token key, so clients resume without a Retry
+	// round trip) and StormFull (it has neither: every client makes a full handshake, after a
+	// Retry while attempts come faster than the server's RetryAbove). Default both, resume first.
 	Variants []string
 	// Spread, when positive, replaces nq's default reconnect back-off (which waits 0.5 to 1 s
 	// after a server shutdown) with a wait drawn uniformly from [0, Spread).
@@ -84,7 +86,8 @@ type stormRound struct {
 // RunStorm runs the storm workload on nq: K clients (with session resumption) connect to an
 // in-process server, each makes one call (so it holds a session ticket); then, once per
 // variant, the server is closed (clients see it shut down) and a new one listens on the same
-// address — with the same ticket keys (resume) or with tickets disabled (full). Each result is
+// address — with the same ticket and token keys (resume) or with tickets disabled and a token
+// key of its own (full). Each result is
 // the time from a restart (the old server's Close included: clients start reconnecting as soon
 // as it closes their connections) until every client is open again.
 func RunStorm(ctx context.Context, env Env, scfg stack.Config, cfg StormConfig) ([]Result, error) {
@@ -101,12 +104,20 @@ func RunStorm(ctx context.Context, env Env, scfg stack.Config, cfg StormConfig) 
 	name := env.Stack.Name()
 
 	var resumed, full atomic.Int64
-	listen := func(addr string, tickets bool) (*nq.Server, error) {
+	// The servers of one deployment share their address-validation token key, so that clients
+	// coming back to a restarted one (resume) skip the Retry round trip; a new deployment (full)
+	// has a key of its own.
+	var tokenKey quicgo.TokenGeneratorKey
+	crand.Read(tokenKey[:])
+	listen := func(addr string, sameDeployment bool) (*nq.Server, error) {
 		srv, err := stack.NewNQServer(scfg)
 		if err != nil {
 			return nil, err
 		}
-		srv.TLS.SessionTicketsDisabled = !tickets
+		srv.TLS.SessionTicketsDisabled = !sameDeployment
+		if sameDeployment {
+			srv.TokenKey = &tokenKey
+		}
 		srv.TLS.VerifyConnection = func(cs tls.ConnectionState) error {
 			if cs.DidResume {
 				resumed.Add(1)
