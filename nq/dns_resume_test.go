@@ -220,6 +220,14 @@ func TestResumption(t *testing.T) {
 	})
 }
 
+// awaitClosed waits until ch is closed, at most d (a client hook must not hang a failed test).
+func awaitClosed(ch <-chan struct{}, d time.Duration) {
+	select {
+	case <-ch:
+	case <-time.After(d):
+	}
+}
+
 // TestResumptionAfterFailedAttempt: a reconnect attempt that fails without a TLS error (here it
 // times out: the server is down) keeps the session ticket, so the attempt after it, to the
 // restarted server with the same ticket keys, resumes and costs that server no signature.
@@ -254,10 +262,7 @@ func TestResumptionAfterFailedAttempt(t *testing.T) {
 					case failed <- err:
 					default:
 					}
-					select {
-					case <-restarted:
-					case <-time.After(10 * time.Second):
-					}
+					awaitClosed(restarted, 10*time.Second)
 				}
 				return 0
 			},
@@ -329,10 +334,7 @@ func TestTokenKey(t *testing.T) {
 					onOpen: func(*nq.Conn) { opened <- struct{}{} },
 					onClose: func(*nq.Conn, error, int) time.Duration {
 						if restarting.Load() {
-							select {
-							case <-proceed:
-							case <-time.After(10 * time.Second):
-							}
+							awaitClosed(proceed, 10*time.Second)
 						}
 						return 0
 					},
