@@ -377,3 +377,72 @@ func TestTokenKey(t *testing.T) {
 		})
 	}
 }
+
+// TestStatelessResetKey: a server that lost its state (here: it went away without its close
+// reaching the client) and came back on the same address with the same StatelessResetKey
+// answers the client's next packet with a stateless reset, so the client reconnects at once;
+// without a key the client hears nothing until its idle timeout.
+func TestStatelessResetKey(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		key       *quicgo.StatelessResetKey
+		wantReset bool
+	}{
+		{"same key", &quicgo.StatelessResetKey{7}, true},
+		{"no key", nil, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := envs(t)[1](t) // memconn: its partitions make the first server vanish silently
+			var signs atomic.Int32
+			listen := func(addr string) *nq.Server {
+				return listenCountingSigns(t, e, addr, &signs, func(s *nq.Server) { s.StatelessResetKey = tt.key })
+			}
+			srv := listen(e.serverAddr)
+			addr := srv.Addr().String()
+			closed := make(chan error, 1)
+			quicConf := patientQUIC(false)
+			quicConf.MaxIdleTimeout = 3 * time.Second // the fate of a client that hears nothing
+			cl := newClient(t, e, clientOptions{
+				quic: quicConf,
+				onClose: func(_ *nq.Conn, err error, _ int) time.Duration {
+					select {
+					case closed <- err:
+					default:
+					}
+					return nq.NoReconnect
+				},
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			c, err := cl.Dial(ctx, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.RPC("rpc").Call(ctx, mPing, nil); err != nil {
+				t.Fatal(err)
+			}
+			// The server goes away as if it crashed: its CONNECTION_CLOSE never arrives.
+			server := srv.Addr().Addr()
+			e.net.PartitionOneWay(server, e.clientLocal.Addr())
+			srv.Close()
+			e.net.HealOneWay(server, e.clientLocal.Addr())
+			listen(addr)
+			// The client's next packet (a call) reaches the new server, which has never heard of
+			// the connection. (quic-go answers only packets longer than 42 bytes, so that a reset
+			// cannot trigger another: the call carries 100.)
+			callCtx, callCancel := context.WithTimeout(ctx, 5*time.Second)
+			defer callCancel()
+			_, _ = c.RPC("rpc").Call(callCtx, mPing, make([]byte, 100))
+			err = waitFor(t, closed, 10*time.Second, "the connection to end")
+			var reset *quicgo.StatelessResetError
+			var idle *quicgo.IdleTimeoutError
+			switch {
+			case tt.wantReset && !errors.As(err, &reset):
+				t.Fatalf("the connection ended with %v, want a stateless reset", err)
+			case !tt.wantReset && !errors.As(err, &idle):
+				t.Fatalf("the connection ended with %v, want the idle timeout (no key, no reset)", err)
+			}
+		})
+	}
+}

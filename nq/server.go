@@ -59,6 +59,14 @@ type Server struct {
 	// Listen, so tokens die with the process: give restarted (or sibling) instances the same key
 	// for a reconnect storm after a restart to skip Retry.
 	TokenKey *quicgo.TokenGeneratorKey
+	// StatelessResetKey lets the server answer packets of connections it does not know (those
+	// of a previous instance that crashed or lost its state) with a QUIC stateless reset, so
+	// their clients learn at once that the connection is gone and reconnect, instead of waiting
+	// for their idle timeout (quic-go answers packets longer than 42 bytes only, so that resets
+	// cannot loop). nil sends no resets. For resets after a restart, every instance behind the
+	// address must use the same key (and keep it secret: whoever has it can reset the server's
+	// connections).
+	StatelessResetKey *quicgo.StatelessResetKey
 	// MaxHandshakes caps the handshakes in progress at once. A connection attempt beyond the
 	// cap is refused at its first packet with QUIC's CONNECTION_REFUSED, before the server spends
 	// any handshake CPU on it (it counts in ServerStats.HandshakesRefused); nq clients treat that
@@ -179,7 +187,7 @@ func (s *Server) listen(ctx context.Context, ap netip.AddrPort) error {
 	}
 	s.handshakes.setLimit(s.MaxHandshakes)
 	tr := &quicgo.Transport{Conn: pc, VerifySourceAddress: s.verifySource, ConnContext: s.connContext,
-		TokenGeneratorKey: s.TokenKey}
+		TokenGeneratorKey: s.TokenKey, StatelessResetKey: s.StatelessResetKey}
 	qconf := s.QUIC
 	if qconf == nil {
 		qconf = quic.ServerConfig()
