@@ -43,7 +43,11 @@ type Client struct {
 	Mux *Mux
 	// Transport opens the packet socket. nil means kernel UDP (transport/udp).
 	Transport transport.Factory
-	// QUIC is the quic-go configuration. nil means quic.ClientConfig().
+	// QUIC is the quic-go configuration. nil means quic.ClientConfig(). After a connection
+	// attempt whose handshake timed out, the next one waits twice as long (HandshakeIdleTimeout
+	// doubled per timeout in a row, 4 times at most, back to 1 once a connection opens), as
+	// TCP backs off its SYN retransmissions: a server slowed by a burst of logins then finishes
+	// the handshakes it has started instead of seeing them abandoned and begun again.
 	QUIC *quicgo.Config
 	// LocalAddr is the local address to bind. The zero value binds 0.0.0.0:0 for IPv4 servers
 	// and [::]:0 for IPv6 servers.
@@ -407,9 +411,36 @@ func (cl *Client) Resolve(ctx context.Context, host string) (netip.Addr, error) 
 	return netip.Addr{}, fmt.Errorf("nq: resolve %q: no address: %w", host, ErrResolve)
 }
 
-// dial makes one connection attempt. The attempt's session cache guard is settled here, except
-// after a successful 0-RTT dial, whose handshake completes later (serveEarly settles it then).
-func (cl *Client) dial(ctx context.Context, addr string) (*quicgo.Conn, *ticketGuard, error) {
+// patienceDoublings bounds how often consecutive handshake timeouts double the next attempt's
+// handshake idle timeout: at most 4 times the configured one (12 s with quic.ClientConfig).
+const patienceDoublings = 2
+
+// quicDefaultHandshakeIdle is quic-go's HandshakeIdleTimeout when its Config leaves it 0.
+const quicDefaultHandshakeIdle = 5 * time.Second
+
+// handshakePatience returns the handshake idle timeout of an attempt that follows timeouts
+// consecutive handshake timeouts: base doubled for each, at most patienceDoublings times. Like
+// TCP's SYN back-off, it lets a server slowed by a burst of logins (a restart of a busy shard)
+// finish the handshakes it has started instead of seeing them abandoned and begun again.
+func handshakePatience(base time.Duration, timeouts int) time.Duration {
+	if base <= 0 {
+		base = quicDefaultHandshakeIdle
+	}
+	return base << min(max(timeouts, 0), patienceDoublings)
+}
+
+// isHandshakeTimeout reports whether a connection attempt failed because its handshake heard
+// nothing for too long.
+func isHandshakeTimeout(err error) bool {
+	var idle *quicgo.IdleTimeoutError
+	var hs *quicgo.HandshakeTimeoutError
+	return errors.As(err, &idle) || errors.As(err, &hs)
+}
+
+// dial makes one connection attempt; timeouts is the number of handshake timeouts in a row
+// before it (handshakePatience). The attempt's session cache guard is settled here, except after
+// a successful 0-RTT dial, whose handshake completes later (serveEarly settles it then).
+func (cl *Client) dial(ctx context.Context, addr string, timeouts int) (*quicgo.Conn, *ticketGuard, error) {
 	host, port, err := splitAddr(addr)
 	if err != nil {
 		return nil, nil, err
@@ -428,12 +459,17 @@ func (cl *Client) dial(ctx context.Context, addr string) (*quicgo.Conn, *ticketG
 	}
 	tickets := newTicketGuard(cl.tls.ClientSessionCache)
 	conf.ClientSessionCache = tickets
+	qconf := cl.quic
+	if timeouts > 0 {
+		qconf = qconf.Clone()
+		qconf.HandshakeIdleTimeout = handshakePatience(cl.quic.HandshakeIdleTimeout, timeouts)
+	}
 	to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, port))
 	var qc *quicgo.Conn
 	if cl.Allow0RTT {
-		qc, err = s.tr.DialEarly(ctx, to, conf, cl.quic)
+		qc, err = s.tr.DialEarly(ctx, to, conf, qconf)
 	} else {
-		qc, err = s.tr.Dial(ctx, to, conf, cl.quic)
+		qc, err = s.tr.Dial(ctx, to, conf, qconf)
 	}
 	if err != nil || !cl.Allow0RTT {
 		tickets.settle(err)
@@ -462,6 +498,7 @@ func (c *Conn) supervise() {
 	cl := c.client
 	defer cl.wg.Done()
 	attempt := 0
+	timeouts := 0 // handshake timeouts in a row
 	for !c.closeReq.Load() {
 		c.resetReq.Store(false)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -472,7 +509,7 @@ func (c *Conn) supervise() {
 			cancel()
 		}
 		cl.dials.Add(1)
-		qc, tickets, err := cl.dial(ctx, c.addr)
+		qc, tickets, err := cl.dial(ctx, c.addr, timeouts)
 		c.dialMu.Lock()
 		c.dialAbort = nil
 		c.dialMu.Unlock()
@@ -482,10 +519,16 @@ func (c *Conn) supervise() {
 		if err == nil {
 			var opened bool
 			closeErr, opened = c.serveGeneration(qc, tickets)
-			if opened {
-				attempt = 0
+			switch {
+			case opened:
+				attempt, timeouts = 0, 0
+			case isHandshakeTimeout(closeErr): // a 0-RTT attempt whose handshake timed out
+				timeouts++
 			}
 		} else {
+			if isHandshakeTimeout(err) {
+				timeouts++
+			}
 			cl.dialFailures.Add(1)
 			if c.closeReq.Load() {
 				break // Close interrupted the dial: no connection existed
