@@ -61,7 +61,7 @@ bench -workloads pipeline -stacks grpc -json "$tmp/pipeline-grpc.jsonl" "$@" >/d
 bench -workloads tick -transports "$transports" -tick-c 1000 -tick-warmup 2s -tick-duration 5s -json "$tmp/tick1k.jsonl" "$@" >/dev/null
 bench -workloads tick -transports "$transports" -tick-warmup 2s -tick-duration 5s -json "$tmp/tick.jsonl" "$@" >/dev/null
 if [ "$suite" = default ]; then
-	bench -workloads idle,storm -transports udp -storm-recovery 15s -json "$tmp/idle-storm.jsonl" "$@" >/dev/null
+	bench -workloads idle,storm -transports udp -storm-recovery 30s -json "$tmp/idle-storm.jsonl" "$@" >/dev/null
 fi
 
 from=""
