@@ -220,6 +220,20 @@ func TestResumption(t *testing.T) {
 	})
 }
 
+// dialAndCall dials addr and makes one call on the Conn, so that what the server sends after
+// the handshake (session ticket, address token) has arrived when it returns.
+func dialAndCall(t *testing.T, ctx context.Context, cl *nq.Client, addr string) *nq.Conn {
+	t.Helper()
+	c, err := cl.Dial(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RPC("rpc").Call(ctx, mPing, nil); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // awaitClosed waits until ch is closed, at most d (a client hook must not hang a failed test).
 func awaitClosed(ch <-chan struct{}, d time.Duration) {
 	select {
@@ -269,20 +283,13 @@ func TestResumptionAfterFailedAttempt(t *testing.T) {
 		})
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
-		c, err := cl.Dial(ctx, addr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := dialAndCall(t, ctx, cl, addr)
 		if waitFor(t, opened, 5*time.Second, "the first handshake") {
 			t.Fatal("the first handshake resumed a session nobody had")
 		}
-		// The session ticket follows the handshake; a call's round trip makes sure it arrived.
-		if _, err := c.RPC("rpc").Call(ctx, mPing, nil); err != nil {
-			t.Fatal(err)
-		}
 		serverDown.Store(true)
 		srv.Close()
-		err = waitFor(t, failed, 10*time.Second, "a reconnect attempt to fail while the server is down")
+		err := waitFor(t, failed, 10*time.Second, "a reconnect attempt to fail while the server is down")
 		var idle *quicgo.IdleTimeoutError
 		var hs *quicgo.HandshakeTimeoutError
 		if !errors.As(err, &idle) && !errors.As(err, &hs) {
@@ -341,16 +348,8 @@ func TestTokenKey(t *testing.T) {
 				})
 				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 				defer cancel()
-				c, err := cl.Dial(ctx, addr)
-				if err != nil {
-					t.Fatal(err)
-				}
+				c := dialAndCall(t, ctx, cl, addr)
 				waitFor(t, opened, 5*time.Second, "the first handshake")
-				// The token (NEW_TOKEN) follows the handshake; a call's round trip makes sure it
-				// arrived.
-				if _, err := c.RPC("rpc").Call(ctx, mPing, nil); err != nil {
-					t.Fatal(err)
-				}
 				restarting.Store(true)
 				srv.Close()
 				key := &quicgo.TokenGeneratorKey{2}
@@ -415,13 +414,7 @@ func TestStatelessResetKey(t *testing.T) {
 			})
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
-			c, err := cl.Dial(ctx, addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := c.RPC("rpc").Call(ctx, mPing, nil); err != nil {
-				t.Fatal(err)
-			}
+			c := dialAndCall(t, ctx, cl, addr)
 			// The server goes away as if it crashed: its CONNECTION_CLOSE never arrives.
 			server := srv.Addr().Addr()
 			e.net.PartitionOneWay(server, e.clientLocal.Addr())
@@ -434,7 +427,7 @@ func TestStatelessResetKey(t *testing.T) {
 			callCtx, callCancel := context.WithTimeout(ctx, 5*time.Second)
 			defer callCancel()
 			_, _ = c.RPC("rpc").Call(callCtx, mPing, make([]byte, 100))
-			err = waitFor(t, closed, 10*time.Second, "the connection to end")
+			err := waitFor(t, closed, 10*time.Second, "the connection to end")
 			var reset *quicgo.StatelessResetError
 			var idle *quicgo.IdleTimeoutError
 			switch {
