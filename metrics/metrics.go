@@ -22,7 +22,7 @@
 //	nq_server_connections                  gauge    open connections
 //	nq_server_connections_accepted_total   counter  handshakes completed
 //	nq_server_connections_refused_total    counter  connections closed right after the handshake (MaxConns, OnOpen, shutdown)
-//	nq_server_retries_total                counter  connection attempts answered with a QUIC Retry
+//	nq_server_retries_total                counter  Initial packets the server asked to answer with a QUIC Retry
 //	nq_server_handshakes_in_progress       gauge    handshakes in progress (MaxHandshakes caps them)
 //	nq_server_handshakes_refused_total     counter  connection attempts refused by MaxHandshakes
 //	nq_server_requests_in_flight           gauge    requests being handled, not yet answered
@@ -78,7 +78,7 @@ var serverDefs = []def[nq.ServerStats]{
 		func(s nq.ServerStats) float64 { return float64(s.Accepted) }},
 	{"nq_server_connections_refused_total", "Connections closed right after their handshake by MaxConns, the open hook or a shutdown.", prometheus.CounterValue,
 		func(s nq.ServerStats) float64 { return float64(s.Refused) }},
-	{"nq_server_retries_total", "Connection attempts answered with a QUIC Retry (address validation under load).", prometheus.CounterValue,
+	{"nq_server_retries_total", "Initial packets the server asked to answer with a QUIC Retry (address validation under load; quic-go drops Retries it cannot queue).", prometheus.CounterValue,
 		func(s nq.ServerStats) float64 { return float64(s.Retries) }},
 	{"nq_server_handshakes_in_progress", "Handshakes in progress (capped by MaxHandshakes).", prometheus.GaugeValue,
 		func(s nq.ServerStats) float64 { return float64(s.Handshakes) }},
