@@ -503,8 +503,7 @@ type ServerStats struct {
 	// Retries counts the Initial packets the server asked to answer with a QUIC Retry (see
 	// RetryAbove and MaxHandshakes). quic-go sends Retries, and the CONNECTION_REFUSED answers
 	// counted in HandshakesRefused, from one goroutine with a queue of 8 (4 for refusals) and
-	// drops what does not fit, so under a burst fewer leave than are counted: in the flood test
-	// about 45% of them.
+	// drops what does not fit, so under a burst fewer leave than are counted.
 	Retries uint64
 	// Handshakes is the number of handshakes in progress (a gauge; see MaxHandshakes).
 	Handshakes int
