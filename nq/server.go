@@ -50,8 +50,9 @@ type Server struct {
 	// RetryAbove is the rate of new connection attempts per second above which the server
 	// makes clients prove their address with a QUIC Retry round trip before it spends any CPU on
 	// their handshake (spoofed-source floods then cost it almost nothing; legitimate clients pay
-	// one extra round trip while the rate stays high). 0 means 500/s; a negative value never
-	// sends Retry.
+	// one extra round trip while the rate stays high). Initial packets without a token from one
+	// address within 100 ms count as one attempt (a first flight may span two packets). 0 means
+	// 500/s; a negative value never sends Retry.
 	RetryAbove int
 	// TokenKey encrypts the address-validation tokens the server hands its clients (QUIC
 	// NEW_TOKEN); a client that presents a valid one on its next attempt skips the Retry round
@@ -245,7 +246,7 @@ func (s *Server) Addr() netip.AddrPort {
 // verifySource is quic-go's hook for connection attempts from unvalidated addresses: it asks for
 // a Retry while attempts arrive faster than RetryAbove per second, or while unvalidated attempts
 // hold their share of the handshake slots (MaxHandshakes).
-func (s *Server) verifySource(net.Addr) bool {
+func (s *Server) verifySource(addr net.Addr) bool {
 	limit := s.RetryAbove
 	switch {
 	case limit < 0:
@@ -253,7 +254,13 @@ func (s *Server) verifySource(net.Addr) bool {
 	case limit == 0:
 		limit = 500
 	}
-	if s.attempts.add(time.Now()) > limit || s.handshakes.unverifiedFull() {
+	var rate int
+	if ua, ok := addr.(*net.UDPAddr); ok {
+		rate = s.attempts.addFrom(ua.AddrPort(), time.Now())
+	} else {
+		rate = s.attempts.add(time.Now())
+	}
+	if rate > limit || s.handshakes.unverifiedFull() {
 		s.retries.Add(1)
 		return true
 	}
@@ -384,6 +391,49 @@ type attemptRate struct {
 	mu        sync.Mutex
 	bucket    int64 // unix second of cur
 	cur, prev int
+	recent    [8]recentSource // the last sources counted by addFrom, a ring
+	next      int
+}
+
+// recentSource is a source addFrom counted, and when.
+type recentSource struct {
+	addr netip.AddrPort
+	at   int64 // unix nanoseconds
+}
+
+// sameAttemptWindow is how close together Initial packets from one address must arrive to
+// count as one connection attempt (a client's first flight may span two packets, as with Go's
+// default post-quantum key share, and quic-go asks about each).
+const sameAttemptWindow = 100 * time.Millisecond
+
+// addFrom counts an Initial packet from addr as a new attempt unless one of the last few
+// attempts came from addr within sameAttemptWindow, and returns the rate.
+func (r *attemptRate) addFrom(addr netip.AddrPort, now time.Time) int {
+	at := now.UnixNano()
+	r.mu.Lock()
+	for _, p := range r.recent {
+		if p.addr == addr && at-p.at < int64(sameAttemptWindow) && at >= p.at {
+			rate := r.rateLocked(now)
+			r.mu.Unlock()
+			return rate
+		}
+	}
+	r.recent[r.next] = recentSource{addr, at}
+	r.next = (r.next + 1) % len(r.recent)
+	r.mu.Unlock()
+	return r.add(now)
+}
+
+// rateLocked returns the rate at now without counting an event; r.mu is held.
+func (r *attemptRate) rateLocked(now time.Time) int {
+	switch sec := now.Unix(); {
+	case sec == r.bucket:
+		return r.cur + int(float64(r.prev)*(1-float64(now.Nanosecond())/1e9))
+	case sec == r.bucket+1:
+		return int(float64(r.cur) * (1 - float64(now.Nanosecond())/1e9))
+	default:
+		return 0
+	}
 }
 
 func (r *attemptRate) add(now time.Time) int {

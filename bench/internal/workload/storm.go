@@ -238,7 +238,7 @@ func RunStorm(ctx context.Context, env Env, scfg stack.Config, cfg StormConfig) 
 		fillCost(&res, before, after, elapsed)
 		res.AddNote(fmt.Sprintf("closing the old server took %v", closeTook.Round(time.Millisecond)))
 		st := srv.Stats()
-		res.AddNote(fmt.Sprintf("%d connection attempts; attempts ended by a handshake timeout %d, by CONNECTION_REFUSED %d, otherwise %d (the old server's shutdown included); the new server sent %d Retry packets and refused %d Initial packets past MaxHandshakes",
+		res.AddNote(fmt.Sprintf("%d connection attempts; attempts ended by a handshake timeout %d, by CONNECTION_REFUSED %d, otherwise %d (the old server's shutdown included); the new server asked for %d Retry packets and refused %d Initial packets past MaxHandshakes (quic-go drops such answers beyond a short queue)",
 			sumDials(clients)-dialsBefore, r.ends.timeouts.Load(), r.ends.refused.Load(), r.ends.other.Load(), st.Retries, st.HandshakesRefused))
 		if missing := int64(cfg.Conns) - r.back.Load(); missing > 0 {
 			res.Errors = missing
