@@ -411,34 +411,26 @@ const sameAttemptWindow = 100 * time.Millisecond
 func (r *attemptRate) addFrom(addr netip.AddrPort, now time.Time) int {
 	at := now.UnixNano()
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	for _, p := range r.recent {
 		if p.addr == addr && at-p.at < int64(sameAttemptWindow) && at >= p.at {
-			rate := r.rateLocked(now)
-			r.mu.Unlock()
-			return rate
+			return r.countLocked(now, 0)
 		}
 	}
 	r.recent[r.next] = recentSource{addr, at}
 	r.next = (r.next + 1) % len(r.recent)
-	r.mu.Unlock()
-	return r.add(now)
+	return r.countLocked(now, 1)
 }
 
-// rateLocked returns the rate at now without counting an event; r.mu is held.
-func (r *attemptRate) rateLocked(now time.Time) int {
-	switch sec := now.Unix(); {
-	case sec == r.bucket:
-		return r.cur + int(float64(r.prev)*(1-float64(now.Nanosecond())/1e9))
-	case sec == r.bucket+1:
-		return int(float64(r.cur) * (1 - float64(now.Nanosecond())/1e9))
-	default:
-		return 0
-	}
-}
-
+// add counts an event and returns the rate.
 func (r *attemptRate) add(now time.Time) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.countLocked(now, 1)
+}
+
+// countLocked moves the buckets to now, adds n events and returns the rate; r.mu is held.
+func (r *attemptRate) countLocked(now time.Time, n int) int {
 	sec := now.Unix()
 	switch {
 	case sec == r.bucket:
@@ -447,7 +439,7 @@ func (r *attemptRate) add(now time.Time) int {
 	default:
 		r.prev, r.cur, r.bucket = 0, 0, sec
 	}
-	r.cur++
+	r.cur += n
 	frac := 1 - float64(now.Nanosecond())/1e9
 	return r.cur + int(float64(r.prev)*frac)
 }
