@@ -138,6 +138,7 @@ type pipeliner struct {
 	base    time.Time
 	lat     []time.Duration
 	err     error
+	ended   bool                          // run returned: replies still arriving (after a timeout) are ignored
 	onReply func(reply []byte, err error) // w.reply, made once
 }
 
@@ -179,6 +180,7 @@ func (w *pipeliner) run(ctx context.Context) {
 	if w.err == nil {
 		w.err = err
 	}
+	w.ended = true // lat and err are the caller's from here on
 	w.mu.Unlock()
 }
 
@@ -201,6 +203,9 @@ func (w *pipeliner) reply(reply []byte, err error) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.ended {
+		return
+	}
 	seq := binary.BigEndian.Uint64(reply)
 	if want := uint64(len(w.lat)); seq != want {
 		w.finish(fmt.Errorf("reply to call %d, want the reply to call %d", seq, want))
