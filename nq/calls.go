@@ -41,6 +41,7 @@ type call struct {
 	heapIdx  int32 // index in the table's heap, or -1 when the call waits in the FIFO
 	shared   bool  // the table's shared ctx watcher covers the call
 	ctxDL    bool  // the deadline is the caller's ctx deadline, not the stream's timeout
+	dead     bool  // a tombstone (see callTable.bury): no caller; deadline ends the quarantine
 }
 
 // Message ids stay below maxShortID (two-byte varints on the wire) while fewer than
@@ -51,6 +52,10 @@ const (
 	maxLongID      = 1<<30 - 1
 	minSlots       = 16
 )
+
+// minQuarantine is the shortest time an abandoned call's id stays taken (callTable.bury): a
+// stream's tombstones last its call timeout, and at least this long.
+const minQuarantine = 10 * time.Second
 
 // fifoEntry is a call waiting in the deadline FIFO. The entry outlives its call when the call
 // completes first (entries leave the FIFO lazily); the id and deadline tell whether the call
@@ -73,10 +78,17 @@ type fifoEntry struct {
 // the earliest deadline, serves both (no timer per call). Completed calls leave the heap at once
 // and the FIFO lazily: from its head as the calls there complete (replies mostly come in order),
 // and by compaction when stale entries outnumber pending calls.
+//
+// Abandoned ids: a call abandoned before its answer (its deadline passed, its ctx ended) leaves a
+// tombstone under its id for the quarantine, so that an answer the peer sends late is dropped
+// instead of completing a newer call that reused the id (ids wrap after 16383 calls). The
+// tombstone goes when that answer arrives or the quarantine ends, whichever is first.
 type callTable struct {
-	base  time.Time // deadlines count nanoseconds from here (monotonic clock)
-	slots []call
-	n     int // pending calls
+	base       time.Time // deadlines count nanoseconds from here (monotonic clock)
+	quarantine int64     // how long an abandoned id stays taken, in nanoseconds
+	slots      []call
+	n          int // slots in use: pending calls and tombstones
+	dead       int // tombstones
 
 	fifo     []fifoEntry // ring buffer; len is a power of two once used
 	fifoHead int
@@ -94,8 +106,10 @@ type callTable struct {
 	watchStop func() bool
 }
 
-func newCallTable(onTimer func()) callTable {
-	return callTable{base: time.Now(), onTimer: onTimer}
+// newCallTable returns a table whose timer runs onTimer and whose abandoned ids stay taken for
+// quarantine.
+func newCallTable(onTimer func(), quarantine time.Duration) callTable {
+	return callTable{base: time.Now(), onTimer: onTimer, quarantine: int64(quarantine)}
 }
 
 // now returns the current time on the table's clock.
@@ -105,7 +119,7 @@ func (t *callTable) now() int64 { return int64(time.Since(t.base)) }
 func (t *callTable) at(d time.Time) int64 { return int64(d.Sub(t.base)) }
 
 // pending returns the number of pending calls.
-func (t *callTable) pending() int { return t.n }
+func (t *callTable) pending() int { return t.n - t.dead }
 
 // slot returns the slot for id; the table must not be empty.
 func (t *callTable) slot(id uint64) *call { return &t.slots[id&uint64(len(t.slots)-1)] }
@@ -188,17 +202,39 @@ func (t *callTable) lookup(id uint64) *call {
 }
 
 // remove takes the call id out of the table and returns it; ok is false if it is not pending.
-// The timer is left alone: it fires at its old time and re-arms for what is left.
-func (t *callTable) remove(id uint64) (call, bool) { return t.take(t.lookup(id)) }
-
-// removeWaiter takes the call id out of the table if it is still the call of w (the id may since
-// belong to a newer call) and returns it.
-func (t *callTable) removeWaiter(id uint64, w *waiter) (call, bool) {
+// An answer to an abandoned call frees its id (drops its tombstone) and reports false. The timer
+// is left alone: it fires at its old time and re-arms for what is left.
+func (t *callTable) remove(id uint64) (call, bool) {
 	sl := t.lookup(id)
-	if sl != nil && sl.w != w {
-		sl = nil
+	if sl != nil && sl.dead {
+		t.unlink(sl)
+		return call{}, false
 	}
 	return t.take(sl)
+}
+
+// abandonWaiter takes the call id out of the table if it is still the call of w (the id may
+// since belong to a newer call), leaves a tombstone under its id, and returns it.
+func (t *callTable) abandonWaiter(id uint64, w *waiter) (call, bool) {
+	sl := t.lookup(id)
+	if sl != nil && (sl.w != w || sl.dead) {
+		sl = nil
+	}
+	c, ok := t.take(sl)
+	if ok {
+		t.bury(c.id, t.now())
+	}
+	return c, ok
+}
+
+// bury leaves a tombstone under id, whose call was just taken out of the table unanswered (now
+// on the table's clock): the id stays taken until the answer arrives or the quarantine ends.
+func (t *callTable) bury(id uint64, now int64) {
+	if t.quarantine <= 0 || t.slot(id).id != 0 {
+		return
+	}
+	t.dead++
+	t.add(call{id: id, deadline: now + t.quarantine, dead: true})
 }
 
 // take unlinks the pending call in slot sl and returns it; ok is false when sl is nil.
@@ -211,9 +247,12 @@ func (t *callTable) take(sl *call) (c call, ok bool) {
 	return c, true
 }
 
-// unlink frees the slot sl of a pending call.
+// unlink frees the slot sl of a pending call or tombstone.
 func (t *callTable) unlink(sl *call) {
 	t.n--
+	if sl.dead {
+		t.dead--
+	}
 	if sl.heapIdx >= 0 {
 		t.removeHeap(int(sl.heapIdx))
 		*sl = call{}
@@ -284,17 +323,14 @@ func (t *callTable) expired(now int64) []call {
 		if e.deadline > now {
 			break
 		}
-		sl := t.slot(e.id)
-		out = append(out, *sl)
-		t.unlink(sl) // pops e, now stale, from the FIFO
+		out = t.expire(t.slot(e.id), now, out) // pops e, now stale, from the FIFO
 	}
 	for len(t.heap) > 0 {
 		sl := t.slot(t.heap[0])
 		if sl.deadline > now {
 			break
 		}
-		out = append(out, *sl)
-		t.unlink(sl)
+		out = t.expire(sl, now, out)
 	}
 	next, ok := int64(0), false
 	if t.fifoLen > 0 {
@@ -311,16 +347,33 @@ func (t *callTable) expired(now int64) []call {
 	return out
 }
 
-// drain removes and returns every call, and stops the timer and the shared watcher.
+// expire takes the call or tombstone in slot sl, whose deadline passed, out of the table: a
+// call is appended to out and leaves a tombstone (a late answer may still come); a tombstone
+// just goes.
+func (t *callTable) expire(sl *call, now int64, out []call) []call {
+	if sl.dead {
+		t.unlink(sl)
+		return out
+	}
+	out = append(out, *sl)
+	t.unlink(sl)
+	t.bury(out[len(out)-1].id, now)
+	return out
+}
+
+// drain removes and returns every pending call (tombstones just go), and stops the timer and
+// the shared watcher.
 func (t *callTable) drain() []call {
-	out := make([]call, 0, t.n)
+	out := make([]call, 0, t.n-t.dead)
 	for i := range t.slots {
 		if t.slots[i].id != 0 {
-			out = append(out, t.slots[i])
+			if !t.slots[i].dead {
+				out = append(out, t.slots[i])
+			}
 			t.slots[i] = call{}
 		}
 	}
-	t.n = 0
+	t.n, t.dead = 0, 0
 	t.fifoHead, t.fifoLen = 0, 0
 	t.heap = t.heap[:0]
 	if t.timer != nil {
@@ -334,7 +387,8 @@ func (t *callTable) drain() []call {
 	return out
 }
 
-// takeCtx removes and returns the calls covered by the shared watcher of ctx, which ended.
+// takeCtx removes and returns the calls covered by the shared watcher of ctx, which ended,
+// leaving tombstones under their ids.
 func (t *callTable) takeCtx(ctx context.Context) []call {
 	if t.watchCtx != ctx {
 		return nil
@@ -344,6 +398,12 @@ func (t *callTable) takeCtx(ctx context.Context) []call {
 		if sl := &t.slots[i]; sl.id != 0 && sl.shared {
 			out = append(out, *sl)
 			t.unlink(sl)
+		}
+	}
+	if len(out) > 0 {
+		now := t.now()
+		for _, c := range out {
+			t.bury(c.id, now)
 		}
 	}
 	t.watchCtx, t.watchStop = nil, nil

@@ -4,19 +4,25 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 )
+
+// testQuarantine is how long abandoned ids stay taken in the tables of these tests, on the
+// tests' own clock.
+const testQuarantine = 5 * time.Microsecond
 
 // newTestTable returns a table whose timer never fires during the test (deadlines are far in
 // the future on the real clock; the test drives expiry itself).
 func newTestTable(t *testing.T) *callTable {
-	tab := newCallTable(func() {})
+	tab := newCallTable(func() {}, testQuarantine)
 	t.Cleanup(func() { tab.drain() })
 	return &tab
 }
 
 // TestCallTableModel runs random adds, completions (in order, out of order, unknown ids) and
 // expiries against a plain map and checks that the table agrees at every step: lookups, the
-// set of calls each expiry returns, and the pending count.
+// set of calls each expiry returns, the pending count, and that the id of an expired call is
+// not given again during its quarantine unless its late answer came.
 func TestCallTableModel(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -34,7 +40,8 @@ func TestCallTableModel(t *testing.T) {
 			rng := rand.New(rand.NewPCG(1, uint64(tc.ops)))
 			tab := newTestTable(t)
 			model := map[uint64]call{}
-			var order []uint64 // ids in the order they were added
+			tombs := map[uint64]int64{} // ids of expired calls: the end of their quarantine
+			var order []uint64          // ids in the order they were added
 			var clock, lastDL int64 = 1e12, 0
 			var prev uint64
 			for range tc.ops {
@@ -46,7 +53,10 @@ func TestCallTableModel(t *testing.T) {
 					if _, taken := model[c.id]; taken {
 						t.Fatalf("id %d allocated while pending", c.id)
 					}
-					if len(model) < shortIDPending && c.id > maxShortID {
+					if _, buried := tombs[c.id]; buried {
+						t.Fatalf("id %d allocated during its quarantine", c.id)
+					}
+					if len(model)+len(tombs) < shortIDPending && c.id > maxShortID {
 						t.Fatalf("id %d with %d pending: want a two-byte id", c.id, len(model))
 					}
 					c.deadline = clock + 1000
@@ -74,7 +84,18 @@ func TestCallTableModel(t *testing.T) {
 					}
 					delete(model, id)
 				case op < 9:
-					if got, ok := tab.remove(uint64(rng.IntN(1 << 15))); ok && !sameCall(got, model[got.id]) {
+					id := uint64(rng.IntN(1 << 15))
+					if len(tombs) > 0 && rng.IntN(2) == 0 {
+						for id = range tombs { // a late answer to an expired call
+							break
+						}
+					}
+					got, ok := tab.remove(id)
+					if _, buried := tombs[id]; buried && ok {
+						t.Fatalf("remove(%d) of an expired call's id returned %+v", id, got)
+					}
+					delete(tombs, id)
+					if ok && !sameCall(got, model[got.id]) {
 						t.Fatalf("remove of an unknown id returned a call not pending")
 					} else if ok {
 						delete(model, got.id)
@@ -94,12 +115,21 @@ func TestCallTableModel(t *testing.T) {
 					if !slices.EqualFunc(got, want, sameCall) {
 						t.Fatalf("expired(%d): got %d calls, want %d", clock, len(got), len(want))
 					}
+					for id, end := range tombs {
+						if end <= clock {
+							delete(tombs, id)
+						}
+					}
 					for _, c := range got {
 						delete(model, c.id)
+						tombs[c.id] = clock + int64(testQuarantine)
 					}
 				}
 				if tab.pending() != len(model) {
 					t.Fatalf("pending %d, model %d", tab.pending(), len(model))
+				}
+				if tab.n != len(model)+len(tombs) {
+					t.Fatalf("%d slots in use, model %d calls and %d tombstones", tab.n, len(model), len(tombs))
 				}
 				if tab.fifoLen > 2*tab.n+minSlots+1 {
 					t.Fatalf("FIFO holds %d entries for %d pending calls", tab.fifoLen, tab.n)
@@ -145,7 +175,7 @@ func TestCallTableLongIDs(t *testing.T) {
 
 // BenchmarkCallTable measures one call's add and in-order completion with 32 in flight.
 func BenchmarkCallTable(b *testing.B) {
-	tab := newCallTable(func() {})
+	tab := newCallTable(func() {}, testQuarantine)
 	defer tab.drain()
 	ids := make([]uint64, 64)
 	var prev uint64

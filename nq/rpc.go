@@ -54,10 +54,10 @@ func newRPCStream(st *stream, h *RPCHandler) *RPCStream {
 		timeout: h.Timeout,
 		srv:     st.gen.conn.server,
 	}
-	r.calls = newCallTable(r.expire)
 	if r.timeout == 0 {
 		r.timeout = DefaultCallTimeout
 	}
+	r.calls = newCallTable(r.expire, max(r.timeout, minQuarantine))
 	st.proto = r
 	return r
 }
@@ -140,7 +140,7 @@ func (r *RPCStream) Call(ctx context.Context, method uint32, payload []byte) ([]
 	case <-w.ch:
 	case <-ctx.Done():
 		r.s.wmu.Lock()
-		c, mine := r.calls.removeWaiter(id, w)
+		c, mine := r.calls.abandonWaiter(id, w)
 		r.s.wmu.Unlock()
 		if mine {
 			r.finish(c, nil, r.ctxError(ctx, method))
@@ -233,7 +233,7 @@ func (r *RPCStream) start(ctx context.Context, method uint32, payload []byte, do
 			c.w = own
 			own.stop = context.AfterFunc(ctx, func() {
 				s.wmu.Lock()
-				c, mine := r.calls.removeWaiter(id, own)
+				c, mine := r.calls.abandonWaiter(id, own)
 				s.wmu.Unlock()
 				if mine {
 					r.finish(c, nil, r.ctxError(ctx, method))

@@ -23,7 +23,8 @@ import (
 	"github.com/naquid/naquid/transport/udp"
 )
 
-// ErrServerClosed is returned by Serve after Shutdown or Close.
+// ErrServerClosed is returned by Serve after Shutdown or Close, and by Listen on a server that
+// was closed (also when Close or Shutdown ran while Listen was opening the socket).
 var ErrServerClosed = errors.New("nq: server closed")
 
 // Server accepts QUIC connections and serves the protocols of its Mux on them. Set the fields,
@@ -115,6 +116,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	started bool
+	ready   bool // Listen opened the socket and the listener (the fields below are set)
 	closed  bool
 	tconn   transport.Conn
 	pc      net.PacketConn
@@ -135,7 +137,8 @@ type Server struct {
 }
 
 // Listen binds addr ("host:port" with an IP literal host, port 0 for any) and starts accepting
-// connections in the background. It returns once the socket is bound.
+// connections in the background. It returns once the socket is bound. A server listens once: a
+// closed server's Listen fails with ErrServerClosed.
 func (s *Server) Listen(ctx context.Context, addr string) error {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
@@ -151,6 +154,10 @@ func (s *Server) Listen(ctx context.Context, addr string) error {
 		return fmt.Errorf("nq: Server.MaxFrameSize %d is negative", s.MaxFrameSize)
 	}
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return fmt.Errorf("nq: server listen %s: %w", ap, ErrServerClosed)
+	}
 	if s.started {
 		s.mu.Unlock()
 		return errors.New("nq: server already started")
@@ -163,7 +170,6 @@ func (s *Server) Listen(ctx context.Context, addr string) error {
 		s.mu.Unlock()
 		return err
 	}
-	s.wg.Add(1)
 	go s.acceptLoop(s.ln)
 	return nil
 }
@@ -211,9 +217,18 @@ func (s *Server) listen(ctx context.Context, ap netip.AddrPort) error {
 		return fmt.Errorf("nq: server listen %s: %w", ap, err)
 	}
 	s.mu.Lock()
+	if s.closed {
+		// Close or Shutdown ran while the socket was being opened: it left the closing to us.
+		s.mu.Unlock()
+		ln.Close()
+		closeSocket(s.cfg.log, tr, pc, tc)
+		return fmt.Errorf("nq: server listen %s: %w", ap, ErrServerClosed)
+	}
 	s.tconn, s.pc, s.tr, s.ln = tc, pc, tr, ln
 	s.conns = make(map[*Conn]struct{})
 	s.stopped = make(chan struct{})
+	s.ready = true
+	s.wg.Add(1) // the accept loop, started by Listen; before a Close can wait for it
 	s.mu.Unlock()
 	return nil
 }
@@ -662,6 +677,11 @@ func (s *Server) closeAll(code wire.ConnCode, reason string) {
 		return
 	}
 	s.closed = true
+	if !s.ready {
+		// Listen is still opening the socket; it closes what it opened when it sees closed.
+		s.mu.Unlock()
+		return
+	}
 	conns := slices.Collect(maps.Keys(s.conns))
 	ln, tr, pc, tc := s.ln, s.tr, s.pc, s.tconn
 	s.mu.Unlock()

@@ -1,0 +1,65 @@
+package nq_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/naquid/naquid/nq"
+	"github.com/naquid/naquid/transport"
+	"github.com/naquid/naquid/transport/memconn"
+)
+
+// TestServerCloseDuringListen: Close or Shutdown while Listen is still opening the socket
+// neither panics nor leaks: Listen then fails with ErrServerClosed, having closed the socket it
+// opened (a new server can bind the same address), and the server stays closed.
+func TestServerCloseDuringListen(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		close func(s *nq.Server) error
+	}{
+		{"Close", func(s *nq.Server) error { return s.Close() }},
+		{"Shutdown", func(s *nq.Server) error { return s.Shutdown(context.Background()) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, err := memconn.NewNetwork(memconn.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n.Close()
+			opening, release := make(chan struct{}), make(chan struct{})
+			slow := func(ctx context.Context, local netip.AddrPort) (transport.Conn, error) {
+				close(opening)
+				<-release
+				return n.Factory()(ctx, local)
+			}
+			srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: nq.NewMux(), Transport: slow}
+			const addr = "192.0.2.1:4433"
+			listened := make(chan error, 1)
+			go func() { listened <- srv.Listen(context.Background(), addr) }()
+			<-opening
+			if err := tc.close(srv); err != nil {
+				t.Fatalf("%s during Listen: %v", tc.name, err)
+			}
+			close(release)
+			select {
+			case err := <-listened:
+				if !errors.Is(err, nq.ErrServerClosed) {
+					t.Fatalf("Listen: %v, want ErrServerClosed", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Listen did not return")
+			}
+			if err := srv.Listen(context.Background(), addr); !errors.Is(err, nq.ErrServerClosed) {
+				t.Fatalf("Listen again after %s: %v, want ErrServerClosed", tc.name, err)
+			}
+			again := &nq.Server{TLS: certs(t).ServerTLS(), Mux: nq.NewMux(), Transport: n.Factory()}
+			if err := again.Listen(context.Background(), addr); err != nil {
+				t.Fatalf("the address stayed taken: %v", err)
+			}
+			again.Close()
+		})
+	}
+}
