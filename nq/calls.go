@@ -103,6 +103,7 @@ type callTable struct {
 	// A cancellable ctx shared by many calls (a game loop's ctx) is watched once per stream,
 	// not once per call; the calls it covers are marked shared.
 	watchCtx  context.Context
+	watchDone <-chan struct{} // watchCtx.Done(): what calls are matched by (any ctx type compares)
 	watchStop func() bool
 }
 
@@ -382,7 +383,7 @@ func (t *callTable) drain() []call {
 	t.timerOn = false
 	if t.watchStop != nil {
 		t.watchStop()
-		t.watchStop, t.watchCtx = nil, nil
+		t.watchStop, t.watchCtx, t.watchDone = nil, nil, nil
 	}
 	return out
 }
@@ -390,7 +391,7 @@ func (t *callTable) drain() []call {
 // takeCtx removes and returns the calls covered by the shared watcher of ctx, which ended,
 // leaving tombstones under their ids.
 func (t *callTable) takeCtx(ctx context.Context) []call {
-	if t.watchCtx != ctx {
+	if t.watchDone == nil || t.watchDone != ctx.Done() {
 		return nil
 	}
 	var out []call
@@ -406,7 +407,7 @@ func (t *callTable) takeCtx(ctx context.Context) []call {
 			t.bury(c.id, now)
 		}
 	}
-	t.watchCtx, t.watchStop = nil, nil
+	t.watchCtx, t.watchDone, t.watchStop = nil, nil, nil
 	return out
 }
 

@@ -193,10 +193,7 @@ func (c *Conn) current(ctx context.Context) (*generation, error) {
 // ctxErr reports a ctx that ended while waiting for the connection (a deadline is ErrTimeout),
 // with why the last attempt failed, if one did.
 func (c *Conn) ctxErr(ctx context.Context) error {
-	err := ctx.Err()
-	if errors.Is(err, context.DeadlineExceeded) {
-		err = ErrTimeout
-	}
+	err := ctxErrOf(ctx)
 	c.mu.Lock()
 	last := c.lastErr
 	c.mu.Unlock()
@@ -436,10 +433,15 @@ func (g *generation) downErr() error {
 	return ErrConnLost
 }
 
-// closeLocal closes the QUIC connection with an application code; the generation's owner sees
-// the connection end and tears it down.
+// maxCloseReason bounds the reason phrase of a CONNECTION_CLOSE nq sends: a longer one (an
+// OnOpen error's text, say) could not fit the packet, and the peer would see an idle timeout
+// instead of the close.
+const maxCloseReason = 256
+
+// closeLocal closes the QUIC connection with an application code and reason (cut to
+// maxCloseReason bytes); the generation's owner sees the connection end and tears it down.
 func (g *generation) closeLocal(code wire.ConnCode, reason string) {
-	_ = g.qc.CloseWithError(quicgo.ApplicationErrorCode(code), reason)
+	_ = g.qc.CloseWithError(quicgo.ApplicationErrorCode(code), fitMessage(reason, maxCloseReason))
 }
 
 // closeGraceful closes the connection without losing what was written before: every stream

@@ -12,8 +12,9 @@ var (
 	// ErrTimeout: a call got no answer before its deadline (the ctx deadline or the handler's
 	// default timeout). It also matches context.DeadlineExceeded and reports Timeout() true.
 	ErrTimeout error = timeoutError{}
-	// ErrConnLost: the connection ended (network loss, idle timeout, peer or local close, reset)
-	// while the call was in flight or before the stream could be used.
+	// ErrConnLost: the connection ended (network loss, idle timeout, the peer's close, a reset)
+	// while the call was in flight or before the stream could be used. A close by this side's
+	// application gives ErrClosed instead.
 	ErrConnLost = errors.New("nq: connection lost")
 	// ErrClosed: the Conn, stream, server or client was closed by the application. It also
 	// matches net.ErrClosed.
@@ -133,3 +134,13 @@ func (e *CloseError) Is(target error) bool {
 
 // Unwrap returns the underlying error.
 func (e *CloseError) Unwrap() error { return e.Err }
+
+// ctxErrOf returns ctx's error, ErrTimeout (which also matches context.DeadlineExceeded) in
+// place of a passed deadline.
+func ctxErrOf(ctx context.Context) error {
+	err := ctx.Err()
+	if errors.Is(err, context.DeadlineExceeded) {
+		return ErrTimeout
+	}
+	return err
+}

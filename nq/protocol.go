@@ -53,7 +53,7 @@ func (c *Conn) open(ctx context.Context, name, want string) (boundStream, error)
 	qs, err := g.qc.OpenStreamSync(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("nq: open %q: %w", name, ctx.Err())
+			return nil, fmt.Errorf("nq: open %q: %w", name, ctxErrOf(ctx))
 		}
 		return nil, fmt.Errorf("nq: open %q: %w", name, g.classify(err))
 	}

@@ -332,25 +332,6 @@ type attacker struct {
 	output []string // what the process printed besides reports (the testing package's lines)
 }
 
-// lowestPriority returns the command prefix that runs a process at the lowest CPU priority this
-// machine offers: SCHED_IDLE through chrt(1), else nice 19 through nice(1), else nothing.
-func lowestPriority(t *testing.T) []string {
-	t.Helper()
-	chrt, err := exec.LookPath("chrt")
-	if err == nil {
-		// A sandbox may refuse the policy: try it once before relying on it.
-		if err = exec.Command(chrt, "--idle", "0", "true").Run(); err == nil {
-			return []string{chrt, "--idle", "0"}
-		}
-	}
-	if nice, nerr := exec.LookPath("nice"); nerr == nil {
-		t.Logf("no SCHED_IDLE through chrt(1) (%v): the attacker runs at nice 19", err)
-		return []string{nice, "-n", "19"}
-	}
-	t.Logf("neither chrt(1) nor nice(1): the attacker runs at the server's priority")
-	return nil
-}
-
 // startAttacker re-executes this test binary as the attacker process, running only
 // TestHelperProcessFloodAttacker with plan, and waits until it is ready. The process is killed
 // if it outlives the test (its input is closed first, then it has 10 s to exit).
@@ -368,11 +349,14 @@ func startAttacker(t *testing.T, plan attackPlan) *attacker {
 	args := []string{exe, "-test.run=^TestHelperProcessFloodAttacker$", "-test.count=1",
 		"-test.timeout=" + (plan.Deadline + 20*time.Second).String()}
 	// Real attackers are remote: they take none of the server's CPU. On this machine they share
-	// its cores, so the process runs under SCHED_IDLE (chrt(1), inherited by all its threads):
-	// it gets only the cores the server leaves idle, and a server thread that wakes up preempts
-	// it at once (under nice 19 a waking server thread could wait for the attacker's time slice
-	// to end). The test checks that the flood still went out at its rate.
-	args = append(lowestPriority(t), args...)
+	// its cores, so the process runs at the lowest priority (nice 19, inherited by all its
+	// threads): it gets the cores the server leaves idle. The test checks that the flood still
+	// went out at its rate.
+	if nice, err := exec.LookPath("nice"); err == nil {
+		args = append([]string{nice, "-n", "19"}, args...)
+	} else {
+		t.Logf("no nice(1) (%v): the attacker runs at the server's priority", err)
+	}
 	cmd := exec.CommandContext(pctx, args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), attackerEnv+"="+string(spec))
 	cmd.WaitDelay = 5 * time.Second

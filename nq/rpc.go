@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/naquid/naquid/internal/wire"
 )
@@ -165,11 +167,7 @@ func (r *RPCStream) Go(ctx context.Context, method uint32, payload []byte, done 
 }
 
 func (r *RPCStream) ctxError(ctx context.Context, method uint32) error {
-	cerr := ctx.Err()
-	if errors.Is(cerr, context.DeadlineExceeded) {
-		cerr = ErrTimeout
-	}
-	return fmt.Errorf("nq: call %s/%d: %w", r.s.name, method, cerr)
+	return fmt.Errorf("nq: call %s/%d: %w", r.s.name, method, ctxErrOf(ctx))
 }
 
 // Notify sends a one-way message.
@@ -222,11 +220,13 @@ func (r *RPCStream) start(ctx context.Context, method uint32, payload []byte, do
 	id := c.id
 	if done != nil && ctx.Done() != nil {
 		switch {
-		case r.calls.watchCtx == ctx:
+		case r.calls.watchDone == ctx.Done():
+			// The same ctx, or one cancelled with it. (Done channels, not contexts, are
+			// compared: a context of a type that is not comparable would panic here.)
 			c.shared = true
 		case r.calls.watchCtx == nil:
 			c.shared = true
-			r.calls.watchCtx = ctx
+			r.calls.watchCtx, r.calls.watchDone = ctx, ctx.Done()
 			r.calls.watchStop = context.AfterFunc(ctx, func() { r.ctxDone(ctx) })
 		default:
 			own := &waiter{}
@@ -443,7 +443,9 @@ func (req *Request) Reply(payload []byte) error {
 }
 
 // Fail answers the request with an error. A *RemoteError (found with errors.As) travels as is;
-// any other error travels as a RemoteError with code CodeUnhandled and the error's text.
+// any other error travels as a RemoteError with code CodeUnhandled and the error's text, cut to
+// fit the stream's frame limit. A RemoteError whose encoding is over that limit is not sent: Fail
+// returns an error matching ErrFrameTooLarge and the request stays unanswered.
 func (req *Request) Fail(err error) error {
 	var re *RemoteError
 	if !errors.As(err, &re) {
@@ -451,13 +453,34 @@ func (req *Request) Fail(err error) error {
 		if err != nil {
 			msg = err.Error()
 		}
-		re = &RemoteError{Code: CodeUnhandled, Message: msg}
+		re = &RemoteError{Code: CodeUnhandled, Message: fitMessage(msg, req.stream.s.maxFrame-errorOverhead)}
 	}
 	if re.Code < wire.MinErrorCode || re.Code > wire.MaxErrorCode {
 		return fmt.Errorf("nq: Fail: code %d outside [%d, %d]", re.Code, int64(wire.MinErrorCode), int64(wire.MaxErrorCode))
+	}
+	if n := wire.ErrorPayloadLen(re.Code, re.Message, re.Data); n > req.stream.s.maxFrame {
+		return fmt.Errorf("nq: Fail on %s: error payload of %d bytes over the %d-byte limit: %w", req.stream.s.name, n, req.stream.s.maxFrame, ErrFrameTooLarge)
 	}
 	id := req.msgid
 	return req.stream.s.answer(&req.answered, func(b []byte) ([]byte, error) {
 		return wire.AppendError(b, id, re.Code, re.Message, re.Data)
 	})
+}
+
+// errorOverhead bounds what an error payload adds to its message: two varints (code and length)
+// of at most 8 bytes each.
+const errorOverhead = 16
+
+// fitMessage returns msg as sent on the wire (invalid UTF-8 replaced), cut at a character
+// boundary to at most limit bytes.
+func fitMessage(msg string, limit int) string {
+	msg = strings.ToValidUTF8(msg, "\uFFFD")
+	if len(msg) <= limit {
+		return msg
+	}
+	limit = max(limit, 0)
+	for limit > 0 && !utf8.RuneStart(msg[limit]) {
+		limit--
+	}
+	return msg[:limit]
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,4 +63,32 @@ func TestServerCloseDuringListen(t *testing.T) {
 			again.Close()
 		})
 	}
+}
+
+// TestLongRejectReason: an OnOpen error with a text too long for one packet still reaches the
+// client as a rejection (nq cuts the close reason), not as an idle timeout.
+func TestLongRejectReason(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e *env) {
+		srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: nq.NewMux(), Transport: e.serverFactory,
+			OnOpen: func(*nq.Conn) error { return errors.New(strings.Repeat("no room on this shard; ", 200)) }}
+		if err := srv.Listen(context.Background(), e.serverAddr); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+		closed := make(chan error, 1)
+		cl := newClient(t, e, clientOptions{onClose: func(_ *nq.Conn, err error, _ int) time.Duration {
+			select {
+			case closed <- err:
+			default:
+			}
+			return nq.NoReconnect
+		}})
+		if _, err := cl.Connect(srv.Addr().String()); err != nil {
+			t.Fatal(err)
+		}
+		err := waitFor(t, closed, 20*time.Second, "the rejection")
+		if !errors.Is(err, nq.ErrRejected) || !strings.Contains(err.Error(), "no room on this shard") {
+			t.Fatalf("close: %.300v; want ErrRejected with the OnOpen text", err)
+		}
+	})
 }

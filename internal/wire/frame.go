@@ -267,7 +267,13 @@ func validUTF8(s string) string {
 	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
-// errorPayloadLen returns the encoded length of an error payload.
+// ErrorPayloadLen returns the length of the error payload [AppendErrorPayload] would append for
+// code, msg and data (msg as sent: invalid UTF-8 replaced).
+func ErrorPayloadLen(code int64, msg string, data []byte) int {
+	return errorPayloadLen(code, validUTF8(msg), data)
+}
+
+// errorPayloadLen returns the encoded length of an error payload whose msg is valid UTF-8.
 func errorPayloadLen(code int64, msg string, data []byte) int {
 	return varintLen(zigzag(code)) + varintLen(uint64(len(msg))) + len(msg) + len(data)
 }

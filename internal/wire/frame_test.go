@@ -347,3 +347,29 @@ func TestErrorPayloadErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorPayloadLen: the length matches what AppendErrorPayload appends, invalid UTF-8
+// included (each invalid sequence is sent as U+FFFD).
+func TestErrorPayloadLen(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		code int64
+		msg  string
+		data []byte
+	}{
+		{"empty", 0, "", nil},
+		{"negative code", -1 << 40, "no", []byte{1, 2, 3}},
+		{"long message", MaxErrorCode, string(make([]byte, 300)), make([]byte, 70000)},
+		{"invalid UTF-8", 5, "a\xffb\xfe\xfd", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := AppendErrorPayload(nil, tc.code, tc.msg, tc.data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ErrorPayloadLen(tc.code, tc.msg, tc.data); got != len(b) {
+				t.Fatalf("ErrorPayloadLen = %d, AppendErrorPayload appended %d", got, len(b))
+			}
+		})
+	}
+}
