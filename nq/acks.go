@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -76,7 +77,8 @@ type ackTracker struct {
 	mu      sync.Mutex
 	sent    []sentPacket // in packet-number order
 	streams map[quicgo.StreamID]*ackStream
-	err     error // set when the connection ended: later waiters fail at once
+	resets  map[quicgo.StreamID]int64 // streams whose send side was reset: their reliable size
+	err     error                     // set when the connection ended: later waiters fail at once
 }
 
 type sentPacket struct {
@@ -102,7 +104,7 @@ type ackWaiter struct {
 }
 
 func newAckTracker(file qlogwriter.Trace) *ackTracker {
-	return &ackTracker{file: file, streams: make(map[quicgo.StreamID]*ackStream)}
+	return &ackTracker{file: file, streams: make(map[quicgo.StreamID]*ackStream), resets: make(map[quicgo.StreamID]int64)}
 }
 
 // AddProducer implements qlogwriter.Trace.
@@ -155,6 +157,11 @@ func (t *ackTracker) wait(id quicgo.StreamID, start, end int64, f func(int, erro
 		t.mu.Unlock()
 		return fmt.Errorf("nq: delivery ack: %w", err)
 	}
+	if reliable, ok := t.resets[id]; ok && end > reliable {
+		// Written after the reset went out (before the stream noticed): never delivered.
+		t.mu.Unlock()
+		return fmt.Errorf("nq: delivery ack: %w", errSendReset)
+	}
 	st := t.streams[id]
 	if st == nil {
 		st = &ackStream{}
@@ -173,21 +180,68 @@ func (t *ackTracker) packetSent(h qlog.PacketHeader, frames []qlog.Frame) {
 	if !isAppData(h) {
 		return
 	}
+	var reset []*ackWaiter
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	var ranges []byteRange
 	for _, f := range frames {
-		sf, ok := f.Frame.(*qlog.StreamFrame)
-		if !ok || sf.Length == 0 {
-			continue
-		}
-		if st := t.streams[sf.StreamID]; st != nil && len(st.waiters) > 0 {
-			ranges = append(ranges, byteRange{sf.StreamID, sf.Offset, sf.Offset + sf.Length})
+		switch sf := f.Frame.(type) {
+		case *qlog.StreamFrame:
+			if sf.Length == 0 {
+				continue
+			}
+			if st := t.streams[sf.StreamID]; st != nil && len(st.waiters) > 0 {
+				ranges = append(ranges, byteRange{sf.StreamID, sf.Offset, sf.Offset + sf.Length})
+			}
+		case *qlog.ResetStreamFrame:
+			// The send side is reset (this side cancelled it, or the peer asked with
+			// STOP_SENDING, which a graceful close of its side does): bytes past the reliable
+			// size will never be delivered.
+			reset = t.resetLocked(sf.StreamID, int64(sf.ReliableSize), reset)
 		}
 	}
 	if len(ranges) > 0 {
 		t.sent = append(t.sent, sentPacket{pn: h.PacketNumber, ranges: ranges})
 	}
+	t.mu.Unlock()
+	for _, w := range reset {
+		w.f(0, fmt.Errorf("nq: delivery ack: %w", errSendReset))
+	}
+}
+
+// errSendReset ends the delivery waits of bytes a stream reset abandoned.
+var errSendReset error = sendReset{}
+
+type sendReset struct{}
+
+func (sendReset) Error() string { return "the stream was reset before the peer had the bytes" }
+
+// Is makes errSendReset match ErrClosed: the stream is closed.
+func (sendReset) Is(target error) bool { return target == ErrClosed || target == net.ErrClosed }
+
+// resetLocked records that stream id was reset, and takes its waiters that wait for bytes past
+// reliable (the part of the stream a reset still delivers) out of the table, appending them to
+// out.
+func (t *ackTracker) resetLocked(id quicgo.StreamID, reliable int64, out []*ackWaiter) []*ackWaiter {
+	if t.err == nil {
+		t.resets[id] = reliable
+	}
+	st := t.streams[id]
+	if st == nil {
+		return out
+	}
+	kept := st.waiters[:0]
+	for _, w := range st.waiters {
+		if w.end > reliable {
+			out = append(out, w)
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	st.waiters = kept
+	if len(kept) == 0 {
+		delete(t.streams, id)
+	}
+	return out
 }
 
 func (t *ackTracker) packetLost(h qlog.PacketHeader) {
@@ -253,6 +307,14 @@ func (t *ackTracker) packetReceived(h qlog.PacketHeader, frames []qlog.Frame) {
 	}
 }
 
+// forget drops what the tracker remembers of stream id's reset; the stream has closed, so no
+// wait on it can start any more.
+func (t *ackTracker) forget(id quicgo.StreamID) {
+	t.mu.Lock()
+	delete(t.resets, id)
+	t.mu.Unlock()
+}
+
 // fail ends every pending wait with err (the connection ended before the peer had the bytes).
 func (t *ackTracker) fail(err error) {
 	t.mu.Lock()
@@ -262,6 +324,7 @@ func (t *ackTracker) fail(err error) {
 		waiters = append(waiters, st.waiters...)
 	}
 	clear(t.streams)
+	clear(t.resets)
 	t.sent = nil
 	t.mu.Unlock()
 	for _, w := range waiters {

@@ -35,6 +35,27 @@ func lossyEnv(t *testing.T, loss float64) *env {
 	return e
 }
 
+// ackedRecords dials addr with delivery acks on and opens an "sst" record stream whose client
+// side runs h.
+func ackedRecords(t *testing.T, e *env, ctx context.Context, addr string, h nq.RecordHandler[[]byte]) (*nq.Conn, *nq.RecordStream[[]byte]) {
+	t.Helper()
+	cmux := nq.NewMux()
+	if err := nq.HandleRecords(cmux, "sst", nq.Bytes{}, h); err != nil {
+		t.Fatal(err)
+	}
+	cl := newClient(t, e, clientOptions{mux: cmux, quic: patientQUIC(false)})
+	cl.DeliveryAcks = true
+	conn, err := cl.Dial(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := nq.OpenRecords[[]byte](ctx, conn, "sst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn, s
+}
+
 // TestDeliveryAcksUnderLoss: with 20% of the client's packets lost (the test checks the network
 // really lost some, so retransmitted bytes had to be acknowledged), every ack fires exactly once
 // with its record's framed length, and the server receives every record.
@@ -48,22 +69,9 @@ func TestDeliveryAcksUnderLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := startEchoServer(t, e, mux, 0)
-	cmux := nq.NewMux()
-	if err := nq.HandleRecords(cmux, "sst", nq.Bytes{}, nq.RecordHandler[[]byte]{}); err != nil {
-		t.Fatal(err)
-	}
-	cl := newClient(t, e, clientOptions{mux: cmux, quic: patientQUIC(false)})
-	cl.DeliveryAcks = true
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := cl.Dial(ctx, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := nq.OpenRecords[[]byte](ctx, conn, "sst")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, s := ackedRecords(t, e, ctx, addr, nq.RecordHandler[[]byte]{})
 	const records = 100
 	type ack struct {
 		i, n int
@@ -185,4 +193,50 @@ func TestQlogDir(t *testing.T) {
 	if fi, err := os.Stat(files[0]); err != nil || fi.Size() == 0 {
 		t.Fatalf("qlog trace empty or missing: %v", err)
 	}
+}
+
+// TestDeliveryAckPeerClosesStream: when the peer closes a stream this side is still sending on
+// (its close stops the reading, and quic-go resets the send side, dropping what was not
+// delivered), every delivery wait ends while the connection stays open: with an ack for what
+// arrived, with an error matching ErrClosed for the rest.
+func TestDeliveryAckPeerClosesStream(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e *env) {
+		mux := nq.NewMux()
+		if err := nq.HandleRecords(mux, "sst", nq.Bytes{}, nq.RecordHandler[[]byte]{
+			OnRecord: func(s *nq.RecordStream[[]byte], _ []byte) { s.Close() },
+		}); err != nil {
+			t.Fatal(err)
+		}
+		addr := startEchoServer(t, e, mux, 0)
+		closed := make(chan error, 1)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, s := ackedRecords(t, e, ctx, addr, nq.RecordHandler[[]byte]{
+			OnClose: func(_ *nq.RecordStream[[]byte], err error) { closed <- err },
+		})
+		const records = 2000
+		results := make(chan error, records)
+		sent := 0
+		for range records {
+			if err := s.SendAck(make([]byte, 2000), func(_ int, err error) { results <- err }); err != nil {
+				break // the stream has closed
+			}
+			sent++
+		}
+		waitFor(t, closed, 10*time.Second, "the stream's close")
+		failed := 0
+		for i := range sent {
+			err := waitFor(t, results, 10*time.Second, "every delivery wait to end")
+			if err != nil {
+				if !errors.Is(err, nq.ErrClosed) {
+					t.Fatalf("wait %d: %v, want an error matching ErrClosed", i, err)
+				}
+				failed++
+			}
+		}
+		if !conn.IsOpen() {
+			t.Fatal("the connection closed with the stream")
+		}
+		t.Logf("%d records sent with acks: %d delivered, %d failed", sent, sent-failed, failed)
+	})
 }

@@ -53,6 +53,11 @@ const (
 	minSlots       = 16
 )
 
+// maxTombstones bounds the abandoned ids a stream keeps in quarantine: past it (a peer that
+// stopped answering a stream making thousands of calls a second), ids are freed at once again,
+// so the table's memory stays bounded.
+const maxTombstones = shortIDPending
+
 // minQuarantine is the shortest time an abandoned call's id stays taken (callTable.bury): a
 // stream's tombstones last its call timeout, and at least this long.
 const minQuarantine = 10 * time.Second
@@ -231,7 +236,7 @@ func (t *callTable) abandonWaiter(id uint64, w *waiter) (call, bool) {
 // bury leaves a tombstone under id, whose call was just taken out of the table unanswered (now
 // on the table's clock): the id stays taken until the answer arrives or the quarantine ends.
 func (t *callTable) bury(id uint64, now int64) {
-	if t.quarantine <= 0 || t.slot(id).id != 0 {
+	if t.quarantine <= 0 || t.dead >= maxTombstones || t.slot(id).id != 0 {
 		return
 	}
 	t.dead++

@@ -190,3 +190,31 @@ func BenchmarkCallTable(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/call")
 }
+
+// TestCallTableTombstoneCap: expiring more calls than maxTombstones at once keeps maxTombstones
+// ids in quarantine and frees the rest; a late answer frees its tombstone; tombstones are not
+// pending calls and drain returns none.
+func TestCallTableTombstoneCap(t *testing.T) {
+	tab := newTestTable(t)
+	const clock = int64(1e12)
+	var prev uint64
+	n := maxTombstones + 100
+	for i := range n {
+		id := tab.allocID(prev)
+		prev = id
+		tab.add(call{id: id, deadline: clock + int64(i)})
+	}
+	if got := len(tab.expired(clock + int64(n))); got != n {
+		t.Fatalf("expired %d calls, want %d", got, n)
+	}
+	if tab.pending() != 0 || tab.dead != maxTombstones || tab.n != maxTombstones {
+		t.Fatalf("after expiry: %d pending, %d tombstones, %d slots used; want 0, %d, %d",
+			tab.pending(), tab.dead, tab.n, maxTombstones, maxTombstones)
+	}
+	if _, ok := tab.remove(1); ok || tab.dead != maxTombstones-1 {
+		t.Fatalf("a late answer to id 1: ok %v, %d tombstones left; want false, %d", ok, tab.dead, maxTombstones-1)
+	}
+	if got := tab.drain(); len(got) != 0 || tab.n != 0 || tab.dead != 0 {
+		t.Fatalf("drain returned %d calls and left %d slots used", len(got), tab.n)
+	}
+}

@@ -530,11 +530,13 @@ func (c *Conn) supervise() {
 				timeouts++
 			}
 			cl.dialFailures.Add(1)
-			if c.closeReq.Load() {
-				break // Close interrupted the dial: no connection existed
-			}
 			var ce *CloseError
-			if !errors.As(err, &ce) {
+			switch {
+			case c.closeReq.Load():
+				// Close interrupted the dial: the attempt ends as a connection Close ends
+				// (OnClose sees ErrClosed; the loop stops after it).
+				ce = &CloseError{Reason: "closed while connecting", Err: err, kind: ErrClosed}
+			case !errors.As(err, &ce):
 				ce = &CloseError{Err: err}
 			}
 			c.log.Debug("nq: connect failed", "addr", c.addr, "err", err)
@@ -577,7 +579,7 @@ func (c *Conn) serveGeneration(qc *quicgo.Conn, tickets *ticketGuard) (closeErr 
 		c.client.OnOpen(c)
 	}
 	if c.client.OnDatagram != nil {
-		go g.receiveDatagrams(c.client.OnDatagram)
+		g.receiveDatagrams(c.client.OnDatagram)
 	}
 	accepted := make(chan struct{})
 	go func() {
@@ -586,10 +588,12 @@ func (c *Conn) serveGeneration(qc *quicgo.Conn, tickets *ticketGuard) (closeErr 
 	}()
 	for {
 		if c.closeReq.Load() {
+			c.end(g)
 			g.closeGraceful(wire.ConnClosedByApp, "closed by application")
 			break
 		}
 		if c.resetReq.Swap(false) {
+			c.end(g)
 			g.closeGraceful(wire.ConnNoError, "reset by application")
 			break
 		}
@@ -598,10 +602,10 @@ func (c *Conn) serveGeneration(qc *quicgo.Conn, tickets *ticketGuard) (closeErr 
 		case <-c.wake:
 			continue
 		}
+		c.end(g)
 		break
 	}
 	<-accepted
-	c.end() // calls from now on wait for the next generation instead of failing on this one
 	ce := g.teardown()
 	for _, s := range g.takeSockets() {
 		s.close(c.log)

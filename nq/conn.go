@@ -318,6 +318,7 @@ func (c *Conn) Stats() Stats {
 // begin makes g the current generation.
 func (c *Conn) begin(g *generation) {
 	remote := g.qc.RemoteAddr().String()
+	c.resetReq.Store(false) // a Reset asked for while connecting is this new connection
 	c.mu.Lock()
 	c.genN++
 	g.n = c.genN
@@ -329,8 +330,10 @@ func (c *Conn) begin(g *generation) {
 	g.log.Debug("nq: connection open")
 }
 
-// end clears the current generation after it went down.
-func (c *Conn) end() {
+// end marks g, the current generation, as ending and clears it: calls from now on wait for the
+// next generation (or fail, on a server or a closed Conn) instead of failing on this one.
+func (c *Conn) end(g *generation) {
+	g.ending.Store(true)
 	c.mu.Lock()
 	c.gen = nil
 	c.up = make(chan struct{})
@@ -354,8 +357,11 @@ type generation struct {
 	ctx  context.Context
 	log  *slog.Logger
 
-	acks  *ackTracker // delivery acks, when the connection traces them
-	early atomic.Bool // the generation may carry 0-RTT data (before its handshake completes)
+	acks   *ackTracker // delivery acks, when the connection traces them
+	early  atomic.Bool // the generation may carry 0-RTT data (before its handshake completes)
+	ending atomic.Bool // the connection is closing: new calls wait for the next generation
+
+	datagramsDone chan struct{} // closed when the datagram hook's goroutine ends (nil: none)
 
 	mu        sync.Mutex
 	sockets   []*clientSocket // sockets this connection migrated to, closed when it ends
@@ -451,12 +457,18 @@ func (g *generation) closeLocal(code wire.ConnCode, reason string) {
 // to 2 s) when the peer does not answer. Raw streams are closed at once: their reader is the
 // application.
 func (g *generation) closeGraceful(code wire.ConnCode, reason string) {
+	// Writes from now on fail: with ErrClosed when the application closes the Conn, otherwise
+	// (a reset, a server shutting down) as calls on a lost connection do.
+	werr := errConnEnding
+	if code == wire.ConnClosedByApp {
+		werr = ErrClosed
+	}
 	for _, s := range g.snapshot() {
 		if _, raw := s.proto.(*RawStream); raw {
 			s.shutdown()
 			continue
 		}
-		s.finish()
+		s.finishWith(werr)
 	}
 	linger := min(max(4*g.qc.ConnectionStats().SmoothedRTT, 50*time.Millisecond), 2*time.Second)
 	go func() {
@@ -575,6 +587,9 @@ func (g *generation) teardown() *CloseError {
 	}
 	if g.acks != nil {
 		g.acks.fail(ce)
+	}
+	if g.datagramsDone != nil {
+		<-g.datagramsDone // the datagram hook returns before the close hooks run
 	}
 	g.log.Debug("nq: connection closed", "err", ce)
 	return ce

@@ -23,15 +23,18 @@ func (e *DatagramTooLargeError) Error() string {
 var ErrDatagramsUnsupported = errors.New("nq: datagrams not supported on this connection")
 
 // SendDatagram sends p as an unreliable, unordered RFC 9221 datagram on the current generation.
-// It never blocks; datagrams are not retransmitted. It fails with ErrConnLost while no generation
+// Datagrams are not retransmitted. It returns at once while the path takes datagrams; when
+// quic-go's queue of 32 unsent datagrams is full (the congestion window is used up, as on a path
+// that stopped answering) it waits until one leaves or the connection ends, so a loop that must
+// never wait should send from a goroutine of its own. It fails with ErrConnLost while no generation
 // is up, with a *DatagramTooLargeError when p does not fit one packet, and with
-// ErrDatagramsUnsupported when the peer has them off.
+// ErrDatagramsUnsupported when the peer or the local QUIC configuration has them off.
 func (c *Conn) SendDatagram(p []byte) error {
 	g := c.live()
 	if g == nil {
 		return fmt.Errorf("nq: send datagram: %w", ErrConnLost)
 	}
-	if !g.qc.ConnectionState().SupportsDatagrams.Remote {
+	if st := g.qc.ConnectionState().SupportsDatagrams; !st.Remote || !st.Local {
 		return fmt.Errorf("nq: send datagram: %w", ErrDatagramsUnsupported)
 	}
 	err := g.qc.SendDatagram(p)
@@ -46,14 +49,20 @@ func (c *Conn) SendDatagram(p []byte) error {
 	}
 }
 
-// receiveDatagrams hands every datagram of the generation to the handler, on one goroutine,
-// until the connection ends.
+// receiveDatagrams starts handing every datagram of the generation to handle, on one goroutine,
+// until the connection ends (datagrams still queued then are dropped). teardown waits for that
+// goroutine, so the hook never runs concurrently with itself across reconnects, nor after the
+// connection's close hook.
 func (g *generation) receiveDatagrams(handle func(c *Conn, p []byte)) {
-	for {
-		p, err := g.qc.ReceiveDatagram(g.ctx)
-		if err != nil {
-			return
+	g.datagramsDone = make(chan struct{})
+	go func() {
+		defer close(g.datagramsDone)
+		for {
+			p, err := g.qc.ReceiveDatagram(g.ctx)
+			if err != nil || g.ctx.Err() != nil {
+				return
+			}
+			handle(g.conn, p)
 		}
-		handle(g.conn, p)
-	}
+	}()
 }

@@ -17,8 +17,9 @@ func TestFailOverFrameLimit(t *testing.T) {
 	const limit = 1024
 	forEachEnv(t, func(t *testing.T, e *env) {
 		failed := make(chan error, 1)
-		mux := nq.NewMux()
-		if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(req *nq.Request) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c := rpcServerConn(t, e, ctx, func(req *nq.Request) {
 			switch req.Method {
 			case 1: // an explicit RemoteError too large, then a small one
 				err := req.Fail(&nq.RemoteError{Code: 7, Message: "big", Data: make([]byte, 2*limit)})
@@ -29,21 +30,10 @@ func TestFailOverFrameLimit(t *testing.T) {
 			default:
 				req.Reply(req.Payload)
 			}
-		}}); err != nil {
-			t.Fatal(err)
-		}
-		addr := startEchoServer(t, e, mux, limit)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		cl := newClient(t, e, clientOptions{})
-		cl.MaxFrameSize = limit
-		c, err := cl.Dial(ctx, addr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		}, limit)
 		rpc := c.RPC("rpc")
 
-		_, err = rpc.Call(ctx, 1, nil)
+		_, err := rpc.Call(ctx, 1, nil)
 		var re *nq.RemoteError
 		if !errors.As(err, &re) || re.Code != 8 {
 			t.Fatalf("call 1: %v, want the small RemoteError (code 8)", err)

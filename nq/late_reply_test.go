@@ -16,23 +16,15 @@ func TestLateReplyAfterIDReuse(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, e *env) {
 		const slow = 7
 		held := make(chan *nq.Request, 2)
-		mux := nq.NewMux()
-		if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(req *nq.Request) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		c := rpcServerConn(t, e, ctx, func(req *nq.Request) {
 			if req.Method == slow {
 				held <- req // answered later, by the test
 				return
 			}
 			req.Reply(req.Payload)
-		}}); err != nil {
-			t.Fatal(err)
-		}
-		addr := startEchoServer(t, e, mux, 0)
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		c, err := newClient(t, e, clientOptions{}).Dial(ctx, addr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		}, 0)
 		s, err := c.RPC("rpc").Stream(ctx)
 		if err != nil {
 			t.Fatal(err)

@@ -13,9 +13,11 @@ const DefaultCallTimeout = 30 * time.Second
 
 // RPCHandler handles one RPC protocol on a connection. Every field is optional.
 //
-// Hooks and handlers run on the stream's reader goroutine, one at a time per stream, so they must
-// not block for long: a handler that needs time answers later (Request.Reply and Request.Fail
-// may be called from any goroutine, at any time).
+// OnRequest and OnNotify run on the stream's reader goroutine, one at a time per stream, so they
+// must not block for long: a handler that needs time answers later (Request.Reply and
+// Request.Fail may be called from any goroutine, at any time). OnOpen runs before them. OnClose
+// runs once, on the goroutine that closes the stream: when that is not the reader (Close from
+// elsewhere, the connection ending), it may overlap a handler still running.
 type RPCHandler struct {
 	// OnRequest handles a request. It answers with req.Reply or req.Fail, now or later. A nil
 	// OnRequest answers every request with a *RemoteError of code CodeNoHandler.

@@ -74,7 +74,9 @@ func (c *Conn) open(ctx context.Context, name, want string) (boundStream, error)
 		st.abort(wire.StreamRejected, ErrRejected)
 		return nil, fmt.Errorf("nq: open %q: local open hook: %w: %w", name, ErrRejected, err)
 	}
-	st.opened.Store(true)
+	if err := st.markOpened(); err != nil {
+		return nil, fmt.Errorf("nq: open %q: closed while its open hook ran: %w", name, err)
+	}
 	st.flush()
 	go b.run(nil)
 	return b, nil
@@ -114,7 +116,9 @@ func (g *generation) serveIncoming(qs *quicgo.Stream) {
 		st.abort(wire.StreamRejected, ErrRejected)
 		return
 	}
-	st.opened.Store(true)
+	if st.markOpened() != nil {
+		return // closed while its open hook ran: the close hook has run
+	}
 	b.run(buf)
 }
 

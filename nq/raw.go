@@ -89,6 +89,8 @@ func (rs *RawStream) consume(b []byte) (int, error) { return len(b), nil }
 
 func (rs *RawStream) closed(error) {}
 
+func (rs *RawStream) closeHook(error) {}
+
 // Read reads bytes from the stream. It returns io.EOF after the peer closed its side.
 func (rs *RawStream) Read(p []byte) (int, error) {
 	rs.rmu.Lock()

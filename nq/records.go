@@ -28,8 +28,10 @@ func (Bytes) Append(dst []byte, v []byte) ([]byte, error) { return append(dst, v
 // Decode implements Codec.
 func (Bytes) Decode(data []byte) ([]byte, error) { return append([]byte(nil), data...), nil }
 
-// RecordHandler handles one record protocol. Every field is optional; hooks run on the stream's
-// reader goroutine, one at a time.
+// RecordHandler handles one record protocol. Every field is optional. OnRecord runs on the
+// stream's reader goroutine, one record at a time; OnOpen runs before any record. OnClose runs
+// once, on the goroutine that closes the stream: when that is not the reader (Close from
+// elsewhere, the connection ending), it may overlap an OnRecord still running.
 type RecordHandler[T any] struct {
 	// OnRecord receives each record, in order.
 	OnRecord func(s *RecordStream[T], v T)
@@ -69,12 +71,18 @@ func HandleRecords[T any](m *Mux, name string, codec Codec[T], h RecordHandler[T
 // OpenRecords opens a record stream of protocol name on c's current generation (waiting for one
 // on a reconnecting client). The protocol must be registered with HandleRecords for the same T.
 func OpenRecords[T any](ctx context.Context, c *Conn, name string) (*RecordStream[T], error) {
+	if p, _ := c.cfg.mux.lookup(name); p != nil && p.kind() == "record" {
+		if _, ok := p.(recordProtocol[T]); !ok {
+			// Checked before opening: the other type's hooks must not run for this stream.
+			return nil, fmt.Errorf("nq: open %q: registered with another record type: %w", name, ErrUnknownProtocol)
+		}
+	}
 	b, err := c.open(ctx, name, "record")
 	if err != nil {
 		return nil, err
 	}
 	rs, ok := b.(*RecordStream[T])
-	if !ok {
+	if !ok { // the registration changed meanwhile
 		b.(interface{ Close() error }).Close()
 		return nil, fmt.Errorf("nq: open %q: registered with another record type: %w", name, ErrUnknownProtocol)
 	}
@@ -180,8 +188,10 @@ func (rs *RecordStream[T]) consume(b []byte) (int, error) {
 	return used, nil
 }
 
-func (rs *RecordStream[T]) closed(err error) {
-	if rs.h.OnClose != nil && rs.s.opened.Load() {
+func (rs *RecordStream[T]) closed(err error) { rs.s.runCloseHook(err) }
+
+func (rs *RecordStream[T]) closeHook(err error) {
+	if rs.h.OnClose != nil {
 		rs.h.OnClose(rs, err)
 	}
 }

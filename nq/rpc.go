@@ -407,14 +407,18 @@ func (r *RPCStream) writeError(msgid uint64, e *RemoteError) error {
 
 // closed runs the close hook, then fails every pending call.
 func (r *RPCStream) closed(err error) {
-	if r.h.OnClose != nil && r.s.opened.Load() {
-		r.h.OnClose(r, err)
-	}
+	r.s.runCloseHook(err)
 	r.s.wmu.Lock()
 	pending := r.calls.drain()
 	r.s.wmu.Unlock()
 	for _, c := range pending {
 		r.finish(c, nil, fmt.Errorf("nq: call on %s: %w", r.s.name, err))
+	}
+}
+
+func (r *RPCStream) closeHook(err error) {
+	if r.h.OnClose != nil {
+		r.h.OnClose(r, err)
 	}
 }
 

@@ -52,14 +52,15 @@ func (h *RPC) Stream(ctx context.Context) (*RPCStream, error) {
 	return s, nil
 }
 
-// usable reports whether the cached stream serves a call made with ctx: it is open, and it is not
-// a 0-RTT stream still waiting for its handshake while the call is not marked Idempotent (such a
-// call gets a stream of the confirmed connection instead).
+// usable reports whether the cached stream serves a call made with ctx: it is open, its
+// connection is not ending, and it is not a 0-RTT stream still waiting for its handshake while
+// the call is not marked Idempotent (such a call gets a stream of the confirmed connection
+// instead).
 func (h *RPC) usable(ctx context.Context, s *RPCStream) bool {
-	if s.s.isClosed() {
-		return false
-	}
 	g := s.s.gen
+	if s.s.isClosed() || g.ending.Load() {
+		return false // a new call waits for the next generation
+	}
 	return !g.early.Load() || g.confirmed() || isIdempotent(ctx)
 }
 

@@ -519,12 +519,12 @@ func (s *Server) serveConn(qc *quicgo.Conn) {
 	}
 	if accepted {
 		if s.OnDatagram != nil {
-			go g.receiveDatagrams(s.OnDatagram)
+			g.receiveDatagrams(s.OnDatagram)
 		}
 		g.acceptLoop()
 	}
 	<-qc.Context().Done()
-	c.end() // calls from now on see the connection gone, not a dying generation
+	c.end(g) // calls from now on see the connection gone, not a dying generation
 	ce := g.teardown()
 	c.cancel() // alarms stop before the close hook
 	if accepted && s.OnClose != nil {

@@ -24,6 +24,16 @@ const readChunk = 4 << 10
 // closed; calls made on it now fail) and ErrConnLost (calls that were pending on it are lost).
 var errPeerFinished error = peerFinished{}
 
+// errConnEnding fails writes on the streams of a connection that is closing gracefully for a
+// reason other than the application's Close (a Reset, a server shutdown): like a lost
+// connection, it matches ErrConnLost.
+var errConnEnding error = connEnding{}
+
+type connEnding struct{}
+
+func (connEnding) Error() string        { return "nq: connection closing" }
+func (connEnding) Is(target error) bool { return target == ErrConnLost }
+
 type peerFinished struct{}
 
 func (peerFinished) Error() string { return "nq: stream closed by the peer" }
@@ -37,8 +47,11 @@ type protoHandler interface {
 	// consume parses and dispatches every complete frame at the start of b and returns how many
 	// bytes it used. It returns wire.ErrShort-free errors only for protocol violations.
 	consume(b []byte) (int, error)
-	// closed runs once when the stream ends: the close hook, then failing what is pending.
+	// closed runs once when the stream ends: the close hook (through runCloseHook), then
+	// failing what is pending.
 	closed(err error)
+	// closeHook runs the application's close hook, if it has one.
+	closeHook(err error)
 }
 
 // stream is the machinery shared by every stream kind: the QUIC stream, the batched write
@@ -84,6 +97,7 @@ type stream struct {
 	unblocked                    chan struct{} // closed when the blocking write ends (made when it starts)
 
 	opened   atomic.Bool // the open hook accepted the stream
+	hooked   atomic.Bool // the close hook has run (or is running)
 	closing  atomic.Bool
 	done     chan struct{}
 	closeErr error
@@ -387,10 +401,13 @@ func (s *stream) abort(code wire.StreamCode, err error) {
 
 // finish ends the write direction cleanly: later writes fail with ErrClosed, what is buffered
 // goes out, then FIN (after a blocked write has finished, if one is running). Reading goes on.
-func (s *stream) finish() {
+func (s *stream) finish() { s.finishWith(ErrClosed) }
+
+// finishWith is finish with werr as the error of later writes.
+func (s *stream) finishWith(werr error) {
 	s.wmu.Lock()
 	if s.werr == nil {
-		s.werr = ErrClosed // later writes fail; what is buffered still goes out
+		s.werr = werr // later writes fail; what is buffered still goes out
 	}
 	s.wmu.Unlock()
 	s.flush()
@@ -430,14 +447,41 @@ func (s *stream) close(err error) {
 	s.closing.Store(true)
 	s.wmu.Unlock()
 	s.cancel()
-	if t := s.gen.acks; t != nil && !errors.Is(err, ErrClosed) {
-		t.failStream(s.qs.StreamID(), err) // reset or broken: the bytes in flight are lost
+	if t := s.gen.acks; t != nil {
+		if !errors.Is(err, ErrClosed) {
+			t.failStream(s.qs.StreamID(), err) // reset or broken: the bytes in flight are lost
+		}
+		t.forget(s.qs.StreamID()) // writes have stopped (werr is set)
 	}
 	s.proto.closed(err)
 	// Leave the registry only now: a connection teardown that finds the stream still listed
 	// waits for this close to finish before running the connection's close hook.
 	s.gen.removeStream(s)
 	close(s.done)
+}
+
+// runCloseHook runs the close hook once, and only for a stream its open hook accepted. The close
+// calls it, and so does markOpened for a stream that closed while its open hook ran (the close
+// found it not yet open).
+func (s *stream) runCloseHook(err error) {
+	if s.opened.Load() && s.hooked.CompareAndSwap(false, true) {
+		s.proto.closeHook(err)
+	}
+}
+
+// markOpened records that the open hook accepted the stream. If the stream closed meanwhile (the
+// connection went down, or the hook itself closed it), the close hook runs now and markOpened
+// returns the close error: the stream must not be served.
+func (s *stream) markOpened() error {
+	s.opened.Store(true)
+	if !s.closing.Load() {
+		return nil
+	}
+	s.wmu.Lock()
+	err := s.closeErr
+	s.wmu.Unlock()
+	s.runCloseHook(err)
+	return err
 }
 
 // isClosed reports whether the stream has started closing.

@@ -91,6 +91,8 @@ func (c *Config) validate() error {
 // Partitioned, TooBig, QueueDrops, ReceiveDrops and Unreachable, or is still InFlight:
 //
 //	Sent + Duplicated = Delivered + Lost + Partitioned + TooBig + QueueDrops + ReceiveDrops + Unreachable + InFlight
+//
+// until the Network is closed: Close discards what is in flight without counting it.
 type Stats struct {
 	// Sent counts datagrams accepted by WriteBatch (each segment counts one).
 	Sent uint64

@@ -21,6 +21,9 @@
 // of reads and writes allocates nothing per datagram. Conn also implements
 // transport.ControlSocket (the socket itself, for quic-go's option probing) and transport.Stats.
 //
+// IPv6 link-local peers are not supported: addresses are read and written without their zone
+// (scope id), so replies to an fe80:: peer fail; use transport/udp for those.
+//
 // On systems other than Linux, Listen fails with ErrUnsupported.
 package mmsg
 

@@ -103,7 +103,8 @@ func plan(msgs []transport.Message, p pos, lim planLimits, pk []packet, bufs [][
 		}
 		chunk := min(seg, len(m.Buf)-p.off)
 		if gso {
-			perPacket := min(maxGSOSegments, maxGSOBytes/seg)
+			// At least one segment a packet: an IPv6 datagram may exceed maxGSOBytes.
+			perPacket := max(min(maxGSOSegments, maxGSOBytes/seg), 1)
 			chunk = min(perPacket*seg, len(m.Buf)-p.off)
 		}
 		count := (chunk + seg - 1) / seg

@@ -4,8 +4,8 @@
 // A *Conn implements transport.Conn and the optional transport.KernelUDP, transport.ControlSocket
 // and transport.Stats. The quic adapter hands its *net.UDPConn (UDPConn) to quic-go, which then
 // runs its own batching, GSO and ECN code on the socket untouched; ReadBatch and WriteBatch serve
-// every other caller. Do not mix the two on one Conn: once quic-go owns the socket it enables
-// options (UDP GRO) that only its own reader understands.
+// every other caller. Do not mix the two on one Conn: once quic-go owns the socket it sets its own
+// options on it (ECN and packet-info control messages, path MTU discovery) and reads it itself.
 //
 // The socket gets large buffers (Config), reports the ECN codepoint and local address of every
 // datagram it reads (parsed from control messages without allocating), sends ECN and source
