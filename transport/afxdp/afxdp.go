@@ -19,6 +19,14 @@
 // with extension headers, datagrams from other interfaces such as loopback): ReadBatch delivers
 // those too.
 //
+// The program matches on the port alone: on its interface, the Conn takes over that UDP port for
+// every address, so another socket bound to the same port on another address of the interface
+// no longer receives (those datagrams are dropped and counted as bad addresses). Datagrams from
+// sources the kernel would refuse (loopback, IPv4-mapped IPv6, multicast, broadcast) and to
+// multicast or broadcast destinations are dropped. A Conn bound to a wildcard address serves any
+// unicast destination that reaches it, including addresses that are not the host's own (a host
+// that forwards packets, a promiscuous device): bind a specific address on such hosts.
+//
 // ReadBatch copies payloads out of the RX rings after checking the Ethernet, IP and UDP headers
 // and checksums (a malformed frame is dropped and counted, never trusted; a checksum left
 // partial by a kernel on the same host, as veth delivers them, is accepted). It waits through the

@@ -126,7 +126,7 @@ func parseFrame(frame []byte, port uint16, d *datagram) dropReason {
 			return dropNotUDP
 		}
 		src, dst := netip.AddrFrom4([4]byte(pkt[12:16])), netip.AddrFrom4([4]byte(pkt[16:20]))
-		if !validSource(src) || dst.IsUnspecified() {
+		if !validSource(src) || !validDestination(dst) {
 			return dropBadAddress
 		}
 		d.ecn = transport.ECN(pkt[1] & 0b11)
@@ -154,7 +154,7 @@ func parseFrame(frame []byte, port uint16, d *datagram) dropReason {
 			return dropNotUDP
 		}
 		src, dst := netip.AddrFrom16([16]byte(pkt[8:24])), netip.AddrFrom16([16]byte(pkt[24:40]))
-		if !validSource(src) || dst.IsUnspecified() {
+		if !validSource(src) || !validDestination(dst) {
 			return dropBadAddress
 		}
 		d.ecn = transport.ECN(binary.BigEndian.Uint16(pkt[0:2]) >> 4 & 0b11)
@@ -195,10 +195,19 @@ func parseFrame(frame []byte, port uint16, d *datagram) dropReason {
 	return frameOK
 }
 
-// validSource reports whether a can be the source of a datagram we answer: not unspecified,
-// multicast or the IPv4 broadcast address.
+// validSource reports whether a can be the source of a datagram we answer, as the kernel's input
+// path would: not unspecified, multicast, the IPv4 broadcast address, loopback (which never
+// arrives on a device; an answer would go to this host's own services) or an IPv4-mapped IPv6
+// address (the transport contract hands out plain IPv4 only).
 func validSource(a netip.Addr) bool {
-	return !a.IsUnspecified() && !a.IsMulticast() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	return validDestination(a) && !a.IsLoopback()
+}
+
+// validDestination reports whether a can be the destination of a datagram we serve: its address
+// becomes the source of the answers, so not unspecified, multicast, the IPv4 broadcast address
+// or IPv4-mapped IPv6.
+func validDestination(a netip.Addr) bool {
+	return !a.IsUnspecified() && !a.IsMulticast() && !a.Is4In6() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
 }
 
 // frameHeader describes the headers of frames to one destination.

@@ -296,6 +296,24 @@ func TestParseFrame(t *testing.T) {
 		{"ipv4 broadcast source", func() []byte {
 			return frame(netip.MustParseAddrPort("255.255.255.255:5"), testV4B, 0, payload)
 		}, dropBadAddress},
+		{"ipv4 loopback source", func() []byte {
+			return frame(netip.MustParseAddrPort("127.0.0.1:53"), testV4B, 0, payload)
+		}, dropBadAddress},
+		{"ipv6 loopback source", func() []byte {
+			return frame(netip.MustParseAddrPort("[::1]:53"), testV6B, 0, payload)
+		}, dropBadAddress},
+		{"ipv4-mapped ipv6 source", func() []byte {
+			return frame(netip.MustParseAddrPort("[::ffff:127.0.0.1]:53"), testV6B, 0, payload)
+		}, dropBadAddress},
+		{"ipv4 broadcast destination", func() []byte {
+			return frame(testV4A, netip.AddrPortFrom(netip.MustParseAddr("255.255.255.255"), testV4B.Port()), 0, payload)
+		}, dropBadAddress},
+		{"ipv4 multicast destination", func() []byte {
+			return frame(testV4A, netip.AddrPortFrom(netip.MustParseAddr("239.1.2.3"), testV4B.Port()), 0, payload)
+		}, dropBadAddress},
+		{"ipv6 multicast destination", func() []byte {
+			return frame(testV6A, netip.AddrPortFrom(netip.MustParseAddr("ff02::1"), testV6B.Port()), 0, payload)
+		}, dropBadAddress},
 		{"ipv6 unspecified source", func() []byte {
 			return frame(netip.MustParseAddrPort("[::]:5"), testV6B, 0, payload)
 		}, dropBadAddress},
