@@ -107,8 +107,9 @@ type callTable struct {
 
 	// A cancellable ctx shared by many calls (a game loop's ctx) is watched once per stream,
 	// not once per call; the calls it covers are marked shared.
-	watchCtx  context.Context
-	watchDone <-chan struct{} // watchCtx.Done(): what calls are matched by (any ctx type compares)
+	// The watched ctx is known by its Done channel: calls made with a ctx cancelled with it
+	// share the watcher, and channels compare whatever the ctx's type.
+	watchDone <-chan struct{}
 	watchStop func() bool
 }
 
@@ -357,14 +358,13 @@ func (t *callTable) expired(now int64) []call {
 // call is appended to out and leaves a tombstone (a late answer may still come); a tombstone
 // just goes.
 func (t *callTable) expire(sl *call, now int64, out []call) []call {
-	if sl.dead {
-		t.unlink(sl)
+	c := *sl
+	t.unlink(sl)
+	if c.dead {
 		return out
 	}
-	out = append(out, *sl)
-	t.unlink(sl)
-	t.bury(out[len(out)-1].id, now)
-	return out
+	t.bury(c.id, now)
+	return append(out, c)
 }
 
 // drain removes and returns every pending call (tombstones just go), and stops the timer and
@@ -388,7 +388,7 @@ func (t *callTable) drain() []call {
 	t.timerOn = false
 	if t.watchStop != nil {
 		t.watchStop()
-		t.watchStop, t.watchCtx, t.watchDone = nil, nil, nil
+		t.watchStop, t.watchDone = nil, nil
 	}
 	return out
 }
@@ -412,7 +412,7 @@ func (t *callTable) takeCtx(ctx context.Context) []call {
 			t.bury(c.id, now)
 		}
 	}
-	t.watchCtx, t.watchDone, t.watchStop = nil, nil, nil
+	t.watchDone, t.watchStop = nil, nil
 	return out
 }
 

@@ -586,24 +586,27 @@ func (c *Conn) serveGeneration(qc *quicgo.Conn, tickets *ticketGuard) (closeErr 
 		g.acceptLoop()
 		close(accepted)
 	}()
+	var code wire.ConnCode
+	var reason string // set when the application closes or resets the connection
+wait:
 	for {
-		if c.closeReq.Load() {
-			c.end(g)
-			g.closeGraceful(wire.ConnClosedByApp, "closed by application")
-			break
-		}
-		if c.resetReq.Swap(false) {
-			c.end(g)
-			g.closeGraceful(wire.ConnNoError, "reset by application")
-			break
+		switch {
+		case c.closeReq.Load():
+			code, reason = wire.ConnClosedByApp, "closed by application"
+			break wait
+		case c.resetReq.Swap(false):
+			code, reason = wire.ConnNoError, "reset by application"
+			break wait
 		}
 		select {
 		case <-qc.Context().Done():
+			break wait
 		case <-c.wake:
-			continue
 		}
-		c.end(g)
-		break
+	}
+	c.end(g) // calls from now on wait for the next generation instead of failing on this one
+	if reason != "" {
+		g.closeGraceful(code, reason)
 	}
 	<-accepted
 	ce := g.teardown()

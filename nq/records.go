@@ -188,7 +188,7 @@ func (rs *RecordStream[T]) consume(b []byte) (int, error) {
 	return used, nil
 }
 
-func (rs *RecordStream[T]) closed(err error) { rs.s.runCloseHook(err) }
+func (rs *RecordStream[T]) closed(error) {}
 
 func (rs *RecordStream[T]) closeHook(err error) {
 	if rs.h.OnClose != nil {

@@ -224,9 +224,9 @@ func (r *RPCStream) start(ctx context.Context, method uint32, payload []byte, do
 			// The same ctx, or one cancelled with it. (Done channels, not contexts, are
 			// compared: a context of a type that is not comparable would panic here.)
 			c.shared = true
-		case r.calls.watchCtx == nil:
+		case r.calls.watchDone == nil:
 			c.shared = true
-			r.calls.watchCtx, r.calls.watchDone = ctx, ctx.Done()
+			r.calls.watchDone = ctx.Done()
 			r.calls.watchStop = context.AfterFunc(ctx, func() { r.ctxDone(ctx) })
 		default:
 			own := &waiter{}
@@ -405,9 +405,8 @@ func (r *RPCStream) writeError(msgid uint64, e *RemoteError) error {
 	return r.s.write(func(b []byte) ([]byte, error) { return wire.AppendError(b, msgid, e.Code, e.Message, e.Data) })
 }
 
-// closed runs the close hook, then fails every pending call.
+// closed fails every pending call (the stream ran the close hook first).
 func (r *RPCStream) closed(err error) {
-	r.s.runCloseHook(err)
 	r.s.wmu.Lock()
 	pending := r.calls.drain()
 	r.s.wmu.Unlock()

@@ -47,8 +47,7 @@ type protoHandler interface {
 	// consume parses and dispatches every complete frame at the start of b and returns how many
 	// bytes it used. It returns wire.ErrShort-free errors only for protocol violations.
 	consume(b []byte) (int, error)
-	// closed runs once when the stream ends: the close hook (through runCloseHook), then
-	// failing what is pending.
+	// closed runs once when the stream ends, after the close hook: it fails what is pending.
 	closed(err error)
 	// closeHook runs the application's close hook, if it has one.
 	closeHook(err error)
@@ -453,6 +452,7 @@ func (s *stream) close(err error) {
 		}
 		t.forget(s.qs.StreamID()) // writes have stopped (werr is set)
 	}
+	s.runCloseHook(err)
 	s.proto.closed(err)
 	// Leave the registry only now: a connection teardown that finds the stream still listed
 	// waits for this close to finish before running the connection's close hook.
