@@ -35,9 +35,15 @@ staticcheck: setup
 # The acceptance suite (naquid's e2e scenarios) runs a second time over the mmsg backend.
 ACCEPTANCE := TestRPC|TestTimeout|TestReconnectClient|TestReconnectServer|TestShutdown|TestChaos|TestRoom|TestHostilePeer|TestStreams|TestDatagrams|TestMigration
 
+# The allocation guards run a second time without -race, which defeats sync.Pool (under -race
+# they skip the pooled paths).
+ALLOCS := TestNoAllocs|TestNoAllocations|TestNoAllocsPerPacket|TestAllocs|TestAdapterNoAllocs|TestHotPathsDoNotAllocate
+ALLOC_PKGS := ./internal/batch/ ./internal/wire/ ./quic/ ./transport/memconn/ ./transport/udp/ ./transport/mmsg/ ./transport/afxdp/
+
 unit:
 	$(GO) test $(TESTFLAGS) $(PKGS)
 	$(GO) test $(TESTFLAGS) -run '$(ACCEPTANCE)' ./nq/ -args -nq.transport=mmsg
+	$(GO) test -count=1 -timeout 3m -run '^($(ALLOCS))$$' $(ALLOC_PKGS)
 
 ## fuzz-short: every fuzz target for 10 seconds (part of make test); fuzz: 10 minutes each.
 fuzz-short:
@@ -80,7 +86,7 @@ profile:
 ## too when run as root). The allocation guard runs without -race, which defeats sync.Pool.
 xdp-test: setup
 	$(GO) test -race -count=1 -timeout 5m ./bpf/... ./internal/netns/... ./transport/afxdp/... ./transport/mmsg/...
-	$(GO) test -count=1 -run 'TestNoAllocations|Alloc' ./transport/afxdp/ ./transport/mmsg/
+	$(GO) test -count=1 -run '^($(ALLOCS))$$' ./transport/afxdp/ ./transport/mmsg/
 
 clean:
 	rm -rf .bin

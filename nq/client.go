@@ -45,9 +45,10 @@ type Client struct {
 	Transport transport.Factory
 	// QUIC is the quic-go configuration. nil means quic.ClientConfig(). After a connection
 	// attempt whose handshake timed out, the next one waits twice as long (HandshakeIdleTimeout
-	// doubled per timeout in a row, 4 times at most, back to 1 once a connection opens), as
-	// TCP backs off its SYN retransmissions: a server slowed by a burst of logins then finishes
-	// the handshakes it has started instead of seeing them abandoned and begun again.
+	// doubled per timeout in a row, up to 4 times the configured value, back to it once a
+	// connection opens), as TCP backs off its SYN retransmissions: a server slowed by a burst of
+	// logins then finishes the handshakes it has started instead of seeing them abandoned and
+	// begun again.
 	QUIC *quicgo.Config
 	// LocalAddr is the local address to bind. The zero value binds 0.0.0.0:0 for IPv4 servers
 	// and [::]:0 for IPv6 servers.
@@ -73,9 +74,11 @@ type Client struct {
 	// OnFinalize runs once when a Conn ends for good, after Conn.Close. Hooks must not call
 	// Client.Close, which waits for them; start it on another goroutine.
 	OnFinalize func(c *Conn)
-	// OnDatagram receives the RFC 9221 datagrams the server sends, one at a time per Conn, on a
-	// goroutine of that Conn; p is the caller's to keep. It stays in force across reconnects.
-	// nil ignores datagrams.
+	// OnDatagram receives the RFC 9221 datagrams the server sends, one at a time per Conn (never
+	// concurrently with itself, across reconnects too), on a goroutine of that Conn; p is the
+	// caller's to keep. It stays in force across reconnects. It may still be running when a
+	// connection's close hook (OnClose) runs, so that it may make calls that wait for the next
+	// connection; it has returned before OnFinalize runs. nil ignores datagrams.
 	OnDatagram func(c *Conn, p []byte)
 	// Allow0RTT lets reconnects to a server that allows it (Server.Allow0RTT) send calls marked
 	// with Idempotent in 0-RTT data, before the handshake completes: a round trip sooner, at the
@@ -171,10 +174,11 @@ type clientSocket struct {
 
 // DefaultBackoff is the reconnect policy used when Client.OnClose is nil: exponential back-off
 // from 100 ms doubling per attempt up to 10 s, with jitter (a random wait between half and all of
-// it). A server shutting down or refusing the connection is given at least 1 s. A server busy
-// with handshakes (QUIC's CONNECTION_REFUSED, sent past Server.MaxHandshakes before any
-// handshake work) is busy for as long as a burst of logins lasts: the wait then grows to 1 s at
-// most, so that the client does not sit out slots that have come free.
+// it). A server shutting down or refusing the connection is given at least 1 s before the jitter
+// (so 0.5 to 1 s after a first attempt). A server busy with handshakes (QUIC's
+// CONNECTION_REFUSED, sent past Server.MaxHandshakes before any handshake work) is busy for as
+// long as a burst of logins lasts: the wait then grows to 1 s at most, so that the client does
+// not sit out slots that have come free.
 func DefaultBackoff(err error, attempt int) time.Duration {
 	if attempt < 1 {
 		attempt = 1
@@ -579,7 +583,8 @@ func (c *Conn) serveGeneration(qc *quicgo.Conn, tickets *ticketGuard) (closeErr 
 		c.client.OnOpen(c)
 	}
 	if c.client.OnDatagram != nil {
-		g.receiveDatagrams(c.client.OnDatagram)
+		g.receiveDatagrams(c.client.OnDatagram, c.datagramsDone)
+		c.datagramsDone = g.datagramsDone
 	}
 	accepted := make(chan struct{})
 	go func() {
@@ -749,6 +754,9 @@ func (c *Conn) waitReconnect(wait time.Duration) bool {
 func (c *Conn) finalize() {
 	cl := c.client
 	c.cancel() // alarms stop before the finalize hook
+	if c.datagramsDone != nil {
+		<-c.datagramsDone // the datagram hook returns before the finalize hook
+	}
 	if cl.OnFinalize != nil {
 		cl.OnFinalize(c)
 	}

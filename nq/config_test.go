@@ -92,8 +92,8 @@ func TestLifecycleMisuse(t *testing.T) {
 	if _, err := conn.RPC("rpc").Call(ctx, mPing, nil); !errors.Is(err, nq.ErrClosed) || !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("call on a finalized Conn: %v, want ErrClosed", err)
 	}
-	if err := conn.SendDatagram([]byte("x")); !errors.Is(err, nq.ErrConnLost) {
-		t.Fatalf("datagram on a finalized Conn: %v", err)
+	if err := conn.SendDatagram([]byte("x")); !errors.Is(err, nq.ErrClosed) {
+		t.Fatalf("datagram on a finalized Conn: %v, want ErrClosed", err)
 	}
 	cl.Close()
 	if _, err := cl.Connect(f.addr); !errors.Is(err, nq.ErrClosed) {

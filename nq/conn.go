@@ -71,6 +71,11 @@ type Conn struct {
 	closeReq  atomic.Bool
 	dialMu    sync.Mutex
 	dialAbort context.CancelFunc
+	closing   chan struct{} // closed by the first Close: waits for a connection give up
+	closeOnce sync.Once
+	// datagramsDone is closed when the datagram hook goroutine of the latest generation ends
+	// (nil: none started); used by the supervising goroutine only.
+	datagramsDone chan struct{}
 }
 
 func newConn(cfg connConfig, client *Client, server *Server) *Conn {
@@ -87,6 +92,7 @@ func newConn(cfg connConfig, client *Client, server *Server) *Conn {
 		earlyUp:  make(chan struct{}),
 		parkedCh: make(chan struct{}),
 		wake:     make(chan struct{}, 1),
+		closing:  make(chan struct{}),
 	}
 	c.log = cfg.log.With("conn", c.id)
 	return c
@@ -170,7 +176,7 @@ func (c *Conn) current(ctx context.Context) (*generation, error) {
 		if early != nil && isIdempotent(ctx) {
 			return early, nil
 		}
-		if ended {
+		if ended || c.closeReq.Load() {
 			return nil, fmt.Errorf("nq: conn %d: %w", c.id, ErrClosed)
 		}
 		if c.server != nil {
@@ -183,6 +189,7 @@ func (c *Conn) current(ctx context.Context) (*generation, error) {
 		case <-up:
 		case <-earlyUp:
 		case <-parkedCh:
+		case <-c.closing:
 		case <-c.done:
 		case <-ctx.Done():
 			return nil, c.ctxErr(ctx)
@@ -237,6 +244,7 @@ func (c *Conn) RPC(name string) *RPC {
 func (c *Conn) Close() error {
 	if c.client != nil {
 		c.closeReq.Store(true)
+		c.closeOnce.Do(func() { close(c.closing) })
 		c.abortDial()
 		c.signal()
 		return nil
@@ -321,8 +329,8 @@ func (c *Conn) begin(g *generation) {
 	c.resetReq.Store(false) // a Reset asked for while connecting is this new connection
 	c.mu.Lock()
 	c.genN++
-	g.n = c.genN
-	g.log = c.log.With("remote", remote, "gen", g.n)
+	g.n.Store(c.genN)
+	g.log = c.log.With("remote", remote, "gen", c.genN)
 	c.gen = g
 	c.remote = remote
 	close(c.up)
@@ -352,7 +360,7 @@ func (c *Conn) markEnded() {
 // generation is one QUIC connection of a Conn.
 type generation struct {
 	conn *Conn
-	n    uint64
+	n    atomic.Uint64 // the Conn's generation number, set when it opens (0 before: in 0-RTT)
 	qc   *quicgo.Conn
 	ctx  context.Context
 	log  *slog.Logger
@@ -551,6 +559,10 @@ func (g *generation) classify(err error) error {
 	if errors.Is(err, io.EOF) {
 		return ErrClosed
 	}
+	if errors.Is(err, quicgo.ErrStreamClosed) {
+		// A write after this side closed the stream (Close or CloseWrite).
+		return fmt.Errorf("nq: write after close: %w", ErrClosed)
+	}
 	return errors.Join(ErrConnLost, err)
 }
 
@@ -588,8 +600,8 @@ func (g *generation) teardown() *CloseError {
 	if g.acks != nil {
 		g.acks.fail(ce)
 	}
-	if g.datagramsDone != nil {
-		<-g.datagramsDone // the datagram hook returns before the close hooks run
+	if g.datagramsDone != nil && g.conn.server != nil {
+		<-g.datagramsDone // a server's datagram hook returns before the close hooks run
 	}
 	g.log.Debug("nq: connection closed", "err", ce)
 	return ce

@@ -26,12 +26,19 @@ var ErrDatagramsUnsupported = errors.New("nq: datagrams not supported on this co
 // Datagrams are not retransmitted. It returns at once while the path takes datagrams; when
 // quic-go's queue of 32 unsent datagrams is full (the congestion window is used up, as on a path
 // that stopped answering) it waits until one leaves or the connection ends, so a loop that must
-// never wait should send from a goroutine of its own. It fails with ErrConnLost while no generation
-// is up, with a *DatagramTooLargeError when p does not fit one packet, and with
-// ErrDatagramsUnsupported when the peer or the local QUIC configuration has them off.
+// never wait should send from a goroutine of its own. It fails with ErrClosed once the Conn has
+// ended or its Close was called, with ErrConnLost while no generation is up otherwise, with a
+// *DatagramTooLargeError when p does not fit one packet, and with ErrDatagramsUnsupported when
+// the peer or the local QUIC configuration has them off.
 func (c *Conn) SendDatagram(p []byte) error {
 	g := c.live()
 	if g == nil {
+		c.mu.Lock()
+		ended := c.ended
+		c.mu.Unlock()
+		if ended || c.closeReq.Load() {
+			return fmt.Errorf("nq: send datagram: %w", ErrClosed)
+		}
 		return fmt.Errorf("nq: send datagram: %w", ErrConnLost)
 	}
 	if st := g.qc.ConnectionState().SupportsDatagrams; !st.Remote || !st.Local {
@@ -50,13 +57,23 @@ func (c *Conn) SendDatagram(p []byte) error {
 }
 
 // receiveDatagrams starts handing every datagram of the generation to handle, on one goroutine,
-// until the connection ends (datagrams still queued then are dropped). teardown waits for that
-// goroutine, so the hook never runs concurrently with itself across reconnects, nor after the
-// connection's close hook.
-func (g *generation) receiveDatagrams(handle func(c *Conn, p []byte)) {
+// until the connection ends (datagrams still queued then are dropped). The goroutine hands over
+// nothing before after (the previous generation's datagramsDone, or nil) is closed, so the hook
+// never runs concurrently with itself across reconnects. A server connection's teardown waits for
+// it (its hook returns before the close hook); a client Conn's next generation and its finalize
+// do (its hook may still run while the close hook runs, as a call it makes may wait for the next
+// connection, which the close hook precedes).
+func (g *generation) receiveDatagrams(handle func(c *Conn, p []byte), after <-chan struct{}) {
 	g.datagramsDone = make(chan struct{})
 	go func() {
 		defer close(g.datagramsDone)
+		if after != nil {
+			select {
+			case <-after:
+			case <-g.ctx.Done():
+				return
+			}
+		}
 		for {
 			p, err := g.qc.ReceiveDatagram(g.ctx)
 			if err != nil || g.ctx.Err() != nil {

@@ -147,61 +147,155 @@ func TestStreamClosedDuringOpenHook(t *testing.T) {
 	})
 }
 
-// TestDatagramHookBeforeCloseHook: a client's OnDatagram still running when its connection is
-// reset holds back the close hook (and so the next connection): the close hook never runs while
-// the datagram hook does. (The test gives a wrong order 300 ms to show itself before it lets the
-// datagram hook return.)
-func TestDatagramHookBeforeCloseHook(t *testing.T) {
-	e := envs(t)[1](t)
-	srv := &nq.Server{TLS: certs(t).ServerTLS(), Transport: e.serverFactory,
+// datagramEchoServer starts a server that sends every datagram back, and returns its address.
+func datagramEchoServer(t *testing.T, e *env, onOpen func(*nq.Conn) error) string {
+	t.Helper()
+	mux := nq.NewMux()
+	if err := mux.HandleRPC("rpc", nq.RPCHandler{OnNotify: func(*nq.RPCStream, uint32, []byte) {}}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: mux, Transport: e.serverFactory, OnOpen: onOpen,
 		OnDatagram: func(c *nq.Conn, p []byte) { c.SendDatagram(p) }}
 	if err := srv.Listen(context.Background(), e.serverAddr); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	var running atomic.Int32
-	entered, release := make(chan struct{}, 1), make(chan struct{})
-	closedWhile := make(chan int32, 4)
-	cl := newClient(t, e, clientOptions{onClose: func(*nq.Conn, error, int) time.Duration {
-		closedWhile <- running.Load()
-		return nq.NoReconnect
-	}})
-	cl.OnDatagram = func(*nq.Conn, []byte) {
-		running.Add(1)
-		defer running.Add(-1)
+	return srv.Addr().String()
+}
+
+// sendUntil sends p as a datagram every 20 ms until ready yields (datagrams are unreliable).
+func sendUntil(t *testing.T, c *nq.Conn, p []byte, ready <-chan struct{}, what string) {
+	t.Helper()
+	for i := 0; ; i++ {
+		if i == 250 {
+			t.Fatalf("no %s after 5 s of datagrams", what)
+		}
+		if err := c.SendDatagram(p); err != nil && !errors.Is(err, nq.ErrConnLost) {
+			t.Fatal(err)
+		}
 		select {
-		case entered <- struct{}{}:
-			<-release // the first one waits
+		case <-ready:
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// TestDatagramHookOneAtATime: a client's OnDatagram never runs concurrently with itself, across
+// reconnects too: while the hook of one connection is still running, the next connection (which
+// opens meanwhile: the close hook does not wait for it) hands it nothing; it does once the hook
+// returns. Close waits for a running hook before the finalize hook.
+func TestDatagramHookOneAtATime(t *testing.T) {
+	e := envs(t)[1](t)
+	addr := datagramEchoServer(t, e, nil)
+	var running, overlaps, calls atomic.Int32
+	first, second := make(chan struct{}), make(chan struct{})
+	releaseFirst, releaseSecond := make(chan struct{}), make(chan struct{})
+	again := make(chan struct{}, 1)
+	finalized := make(chan int32, 1)
+	opened := make(chan struct{}, 4)
+	cl := newClient(t, e, clientOptions{
+		onOpen:     func(*nq.Conn) { opened <- struct{}{} },
+		onClose:    func(*nq.Conn, error, int) time.Duration { return 0 },
+		onFinalize: func(*nq.Conn) { finalized <- running.Load() },
+	})
+	cl.OnDatagram = func(_ *nq.Conn, p []byte) {
+		if running.Add(1) > 1 {
+			overlaps.Add(1)
+		}
+		defer running.Add(-1)
+		switch n := calls.Add(1); {
+		case n == 1:
+			close(first)
+			<-releaseFirst
+		case string(p) == "block":
+			close(second)
+			<-releaseSecond
 		default:
+			select {
+			case again <- struct{}{}:
+			default:
+			}
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := cl.Dial(ctx, srv.Addr().String())
+	c, err := cl.Dial(ctx, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; len(entered) == 0; i++ { // datagrams are unreliable: send until one comes back
-		if i == 100 {
-			t.Fatal("no datagram came back")
-		}
+	sendUntil(t, c, []byte("ping"), first, "datagram hook")
+	waitFor(t, opened, 10*time.Second, "the first connection")
+	c.Reset()
+	waitFor(t, opened, 10*time.Second, "a second connection while the first one's datagram hook runs")
+	// The second connection's datagrams wait for the first hook.
+	for range 10 {
 		if err := c.SendDatagram([]byte("ping")); err != nil {
 			t.Fatal(err)
 		}
-		select {
-		case <-time.After(50 * time.Millisecond):
-		case <-c.Done():
-		}
 	}
-	c.Reset()
 	select {
-	case n := <-closedWhile:
-		t.Fatalf("the close hook ran while %d datagram hooks ran", n)
-	case <-time.After(300 * time.Millisecond):
+	case <-again:
+		t.Fatal("the second connection's hook ran while the first one's was running")
+	case <-time.After(200 * time.Millisecond):
 	}
-	close(release)
-	if n := waitFor(t, closedWhile, 10*time.Second, "the close hook"); n != 0 {
-		t.Fatalf("the close hook ran while %d datagram hooks ran", n)
+	close(releaseFirst)
+	sendUntil(t, c, []byte("ping"), again, "datagram after the first hook returned")
+	// A hook running when the Conn closes holds back the finalize hook.
+	sendUntil(t, c, []byte("block"), second, "blocking datagram")
+	c.Close()
+	select {
+	case n := <-finalized:
+		t.Fatalf("the finalize hook ran while %d datagram hooks ran", n)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(releaseSecond)
+	if n := waitFor(t, finalized, 10*time.Second, "the finalize hook"); n != 0 {
+		t.Fatalf("the finalize hook ran while %d datagram hooks ran", n)
+	}
+	if n := overlaps.Load(); n != 0 {
+		t.Fatalf("the datagram hook ran concurrently with itself %d times", n)
+	}
+}
+
+// TestDatagramHookCallsAcrossReconnect: a client's OnDatagram that makes a call while its
+// connection is going down waits for the next connection and completes there: the connection's
+// end does not wait for the hook (it used to, and the two waited for each other for ever).
+func TestDatagramHookCallsAcrossReconnect(t *testing.T) {
+	e := envs(t)[1](t)
+	srvConns := make(chan *nq.Conn, 4)
+	addr := datagramEchoServer(t, e, func(c *nq.Conn) error { srvConns <- c; return nil })
+	down := make(chan struct{})
+	var downOnce sync.Once
+	entered, notified := make(chan struct{}), make(chan error, 1)
+	cl := newClient(t, e, clientOptions{onClose: func(*nq.Conn, error, int) time.Duration {
+		downOnce.Do(func() { close(down) })
+		return 0
+	}})
+	var once sync.Once
+	cl.OnDatagram = func(c *nq.Conn, p []byte) {
+		once.Do(func() {
+			close(entered)
+			<-down // the connection has ended: its close hook runs while this hook does
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			notified <- c.RPC("rpc").Notify(ctx, 1, p)
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := cl.Dial(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := waitFor(t, srvConns, 10*time.Second, "the server's connection")
+	sendUntil(t, c, []byte("go"), entered, "datagram hook")
+	sc.Close()
+	if err := waitFor(t, notified, 15*time.Second, "the hook's call"); err != nil {
+		t.Fatalf("the hook's call across the reconnect: %v", err)
+	}
+	if g := c.Generation(); g < 2 {
+		t.Fatalf("generation %d after the call, want the second connection", g)
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 
 // TestReliabilityReplyBeforeClose: a server handler that sends a burst, replies and then closes
 // the connection. Everything written before Close must reach the client before the connection
-// ends (DESIGN.md: "every call completes exactly once", and Conn.Close is graceful), even on
+// ends (the design's "every call completes exactly once", and Conn.Close is graceful), even on
 // a path where the burst needs several round trips to drain. (A close used to go out after a
 // fixed linger and quic-go discarded what had not been sent; closeGraceful now waits for the
 // peer to finish every stream.)

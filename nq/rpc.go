@@ -85,8 +85,9 @@ func (r *RPCStream) ID() int64 { return int64(r.s.qs.StreamID()) }
 // Outgoing reports whether this end opened the stream.
 func (r *RPCStream) Outgoing() bool { return r.s.outgoing }
 
-// Generation returns the connection generation the stream belongs to.
-func (r *RPCStream) Generation() uint64 { return r.s.gen.n }
+// Generation returns the connection generation the stream belongs to: the value of
+// Conn.Generation while that connection is up, 0 while it is still completing a 0-RTT handshake.
+func (r *RPCStream) Generation() uint64 { return r.s.gen.n.Load() }
 
 // Context returns a context that ends when the stream closes.
 func (r *RPCStream) Context() context.Context { return r.s.ctx }

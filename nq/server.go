@@ -519,7 +519,7 @@ func (s *Server) serveConn(qc *quicgo.Conn) {
 	}
 	if accepted {
 		if s.OnDatagram != nil {
-			g.receiveDatagrams(s.OnDatagram)
+			g.receiveDatagrams(s.OnDatagram, nil)
 		}
 		g.acceptLoop()
 	}
@@ -646,6 +646,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.started || s.closed {
 		s.mu.Unlock()
+		s.closeAll(wire.ConnServerShutdown, "server shutting down") // marks it closed, if not yet
 		return nil
 	}
 	s.mu.Unlock()
@@ -672,12 +673,12 @@ func (s *Server) Close() error {
 
 func (s *Server) closeAll(code wire.ConnCode, reason string) {
 	s.mu.Lock()
-	if !s.started || s.closed {
+	if s.closed {
 		s.mu.Unlock()
 		return
 	}
-	s.closed = true
-	if !s.ready {
+	s.closed = true // a server closed before it listened never will
+	if !s.started || !s.ready {
 		// Listen is still opening the socket; it closes what it opened when it sees closed.
 		s.mu.Unlock()
 		return

@@ -13,6 +13,42 @@ import (
 	"github.com/naquid/naquid/transport/memconn"
 )
 
+// TestListenAfterCloseBeforeListen: a server closed (or shut down) before it ever listened stays
+// closed, as the docs of ErrServerClosed say: its Listen fails and opens nothing.
+func TestListenAfterCloseBeforeListen(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		close func(s *nq.Server) error
+	}{
+		{"Close", func(s *nq.Server) error { return s.Close() }},
+		{"Shutdown", func(s *nq.Server) error { return s.Shutdown(context.Background()) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, err := memconn.NewNetwork(memconn.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n.Close()
+			opened := false
+			factory := func(ctx context.Context, local netip.AddrPort) (transport.Conn, error) {
+				opened = true
+				return n.Factory()(ctx, local)
+			}
+			srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: nq.NewMux(), Transport: factory}
+			if err := tc.close(srv); err != nil {
+				t.Fatalf("%s before Listen: %v", tc.name, err)
+			}
+			err = srv.Listen(context.Background(), "192.0.2.1:4433")
+			if err == nil {
+				srv.Close()
+			}
+			if !errors.Is(err, nq.ErrServerClosed) || opened {
+				t.Fatalf("Listen after %s: %v (socket opened: %v), want ErrServerClosed and no socket", tc.name, err, opened)
+			}
+		})
+	}
+}
+
 // TestServerCloseDuringListen: Close or Shutdown while Listen is still opening the socket
 // neither panics nor leaks: Listen then fails with ErrServerClosed, having closed the socket it
 // opened (a new server can bind the same address), and the server stays closed.

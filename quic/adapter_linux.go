@@ -123,6 +123,7 @@ func (a *adapter) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 	rm := a.rmsgs[:len(ms)]
 	for i := range ms {
 		if len(ms[i].Buffers) != 1 {
+			clear(rm[:i]) // keep no reference to the caller's buffers
 			return 0, a.opErr("read", fmt.Errorf("message %d has %d buffers, want 1: %w", i, len(ms[i].Buffers), syscall.EINVAL))
 		}
 		rm[i] = transport.Message{Buf: ms[i].Buffers[0]}

@@ -239,6 +239,17 @@ func TestReadBatchRejectsMultipleBuffers(t *testing.T) {
 	if n, err := a.ReadBatch(nil, 0); n != 0 || err != nil {
 		t.Fatalf("ReadBatch(nil) = %d, %v", n, err)
 	}
+	// A bad message after good ones: the adapter keeps no reference to the good ones' buffers.
+	ms = newMsgs(3)
+	ms[2].Buffers = nil
+	if _, err := a.ReadBatch(ms, 0); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("ReadBatch with a message without buffers: %v, want EINVAL", err)
+	}
+	for i, m := range a.rmsgs {
+		if m.Buf != nil {
+			t.Errorf("after the refused ReadBatch, message %d still holds the caller's buffer", i)
+		}
+	}
 }
 
 func TestWriteMsgUDPControlMessages(t *testing.T) {

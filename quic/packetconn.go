@@ -22,7 +22,8 @@ import (
 // is never read or written and is closed with the adapter. The adapter:
 //
 //   - hands quic-go cached *net.UDPAddr values (one per remote address, never mutated) and
-//     allocates nothing per datagram once the peers are known;
+//     allocates nothing per datagram once the peers are known (up to 16,384 active peers; past
+//     that, some datagrams allocate an address again);
 //   - reports the received ECN codepoint (IP_TOS / IPV6_TCLASS control message) when c's
 //     Capabilities.ECN is set, and the local address (IP_PKTINFO / IPV6_PKTINFO) when
 //     Capabilities.LocalAddr is set and c reported one;

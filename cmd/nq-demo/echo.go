@@ -221,9 +221,11 @@ func runClients(ctx context.Context, cfg config, tr *quicgo.Transport, addr net.
 		st := c.ConnectionStats()
 		packets += st.PacketsSent + st.PacketsReceived
 	}
-	res.packets = float64(packets) / float64(len(conns)*cfg.Calls)
 	for _, l := range lat {
 		res.latencies = append(res.latencies, l...)
+	}
+	if n := len(res.latencies); n > 0 {
+		res.packets = float64(packets) / float64(n) // per completed call
 	}
 	return res, context.Cause(ctx)
 }

@@ -12,7 +12,7 @@
 // Usage:
 //
 //	nq-demo [-transport udp|mmsg|memconn] [-c 100] [-n 5000] [-w 32] [-size 8] [-compare=true]
-//	        [-rounds 3] [-timeout 50s] [-cpuprofile file] [-metrics host:port]
+//	        [-rounds 3] [-timeout 50s, scaled with the work] [-cpuprofile file] [-metrics host:port]
 package main
 
 import (
@@ -49,7 +49,8 @@ type config struct {
 	// the rounds' ratios. Default 3.
 	Rounds int
 	// Timeout bounds the whole run (every workload, so `make demo` ends within a minute); when
-	// it passes, the run reports what it measured and fails. Default 50s.
+	// it passes, the run reports what it measured and fails. Default 50s for the default
+	// workload, scaled up in proportion to Rounds x Conns x Calls when they ask for more.
 	Timeout time.Duration
 	// CPUProfile, when set, is the file a CPU profile of the nq workload is written to; the raw
 	// quic-go workload's profile goes to the same name with ".quic-go" appended.
@@ -94,11 +95,15 @@ func (c config) withDefaults() config {
 	if c.Size == 0 {
 		c.Size = defaultSize
 	}
-	if c.Timeout == 0 {
-		c.Timeout = defaultTimeout
-	}
 	if c.Rounds == 0 {
 		c.Rounds = defaultRounds
+	}
+	if c.Timeout == 0 {
+		c.Timeout = defaultTimeout
+		work := float64(c.Rounds) * float64(c.Conns) * float64(c.Calls)
+		if scale := work / (defaultRounds * defaultConns * defaultCalls); scale > 1 {
+			c.Timeout = time.Duration(scale * float64(defaultTimeout)).Round(time.Second)
+		}
 	}
 	return c
 }
@@ -138,12 +143,17 @@ func main() {
 	flag.IntVar(&cfg.Size, "size", defaultSize, "payload bytes per call")
 	flag.BoolVar(&cfg.Compare, "compare", true, "also run the same workload on raw quic-go and print the ratio")
 	flag.IntVar(&cfg.Rounds, "rounds", defaultRounds, "with -compare, run both workloads this many times, alternating their order, and print the median ratio")
-	flag.DurationVar(&cfg.Timeout, "timeout", defaultTimeout, "bound on the whole run (both workloads)")
+	flag.DurationVar(&cfg.Timeout, "timeout", 0, "bound on the whole run (every round of both workloads); 0: 50s for the default workload, scaled up with rounds x connections x calls")
 	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the nq workload to this file (and of the raw quic-go workload to file.quic-go)")
 	flag.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics at http://`host:port`/metrics while the nq workload runs")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "nq-demo: unexpected arguments %q\n", flag.Args())
+		os.Exit(2)
+	}
+	// Flag values are checked as given: a 0 the user typed is an error, not a default.
+	if err := cfg.validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "nq-demo: %v: %v\n", errConfig, err)
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -210,11 +220,11 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		}
 		a, err := runWorkload(ctx, deadline, later, first)
 		if err != nil {
-			return err
+			return failedRound(out, later, round, a, ratios, err)
 		}
 		b, err := runWorkload(ctx, deadline, later, second)
 		if err != nil {
-			return err
+			return failedRound(out, later, round, b, ratios, err)
 		}
 		if round%2 == 0 {
 			a, b = b, a
@@ -229,6 +239,15 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "ratio nq/quic-go req/s %.2f (median of %d rounds)\n", median(ratios), len(ratios))
 	return nil
+}
+
+// failedRound reports the workload of a later round that failed (what it measured) and the median
+// ratio of the rounds that completed, and returns err.
+func failedRound(out io.Writer, cfg config, round int, res *result, ratios []float64, err error) error {
+	fmt.Fprintf(out, "round %d    failed:\n", round)
+	res.report(out, cfg)
+	fmt.Fprintf(out, "ratio nq/quic-go req/s %.2f (median of the %d completed rounds of %d)\n", median(ratios), len(ratios), cfg.Rounds)
+	return err
 }
 
 // runWorkload runs one workload under the run's deadline and names it in the error it returns.

@@ -86,6 +86,46 @@ func TestRunTimeoutReportsPartialResults(t *testing.T) {
 	if done, _ := strconv.Atoi(m[1]); done >= cfg.Conns*cfg.Calls {
 		t.Errorf("%d requests completed before the timeout", done)
 	}
+	// Packets are counted per completed call: one call in flight takes at least a packet each
+	// way (it was divided by the planned calls, which gave 0.009 here).
+	p := regexp.MustCompile(`packets +([0-9.]+) per call`).FindStringSubmatch(out.String())
+	if p == nil {
+		t.Fatalf("no packet count in the report:\n%s", out.String())
+	}
+	if perCall, _ := strconv.ParseFloat(p[1], 64); perCall < 1 {
+		t.Errorf("%v packets per completed call with one call in flight, want at least 1", perCall)
+	}
+}
+
+func TestFailedRoundReportsCompletedRounds(t *testing.T) {
+	var out bytes.Buffer
+	cfg := config{Conns: 2, Calls: 10, Rounds: 5}
+	res := &result{name: "nq", elapsed: time.Second, latencies: []time.Duration{time.Millisecond}}
+	want := errors.New("round failed")
+	if err := failedRound(&out, cfg, 3, res, []float64{0.9, 1.1}, want); err != want {
+		t.Fatalf("failedRound = %v, want its error", err)
+	}
+	for _, line := range []string{"round 3    failed", "calls      1 of 20", "ratio nq/quic-go req/s 1.00 (median of the 2 completed rounds of 5)"} {
+		if !strings.Contains(out.String(), line) {
+			t.Errorf("report lacks %q:\n%s", line, out.String())
+		}
+	}
+}
+
+func TestDefaultTimeoutScalesWithWork(t *testing.T) {
+	for _, tt := range []struct {
+		cfg  config
+		want time.Duration
+	}{
+		{config{}, defaultTimeout},
+		{config{Conns: 10, Calls: 20000}, defaultTimeout}, // less work than the default
+		{config{Calls: 20000, Rounds: 7}, 467 * time.Second},
+		{config{Calls: 20000, Rounds: 7, Timeout: time.Minute}, time.Minute}, // set: kept
+	} {
+		if got := tt.cfg.withDefaults().Timeout; got != tt.want {
+			t.Errorf("%+v: timeout %v, want %v", tt.cfg, got, tt.want)
+		}
+	}
 }
 
 func TestConfigValidate(t *testing.T) {

@@ -105,15 +105,15 @@ func runNQ(ctx context.Context, cfg config, ms *metricsServer) (*result, error) 
 	if packets > 0 {
 		res.frames = float64(frames) / float64(packets)
 	}
-	if calls := len(conns) * cfg.Calls; calls > 0 {
-		res.packets = float64(packets+received) / float64(calls)
-	}
 	var firstErr error
 	for i, w := range workers {
 		res.latencies = append(res.latencies, w.lat...)
 		if w.err != nil && firstErr == nil {
 			firstErr = fmt.Errorf("connection %d: %w", i, w.err)
 		}
+	}
+	if n := len(res.latencies); n > 0 {
+		res.packets = float64(packets+received) / float64(n) // per completed call
 	}
 	return res, firstErr
 }

@@ -136,6 +136,8 @@
 // prefix of a valid frame, so a reader can accumulate more and retry; the split may fall anywhere,
 // inside a varint or inside the header. Malformed input yields an error matching [ErrMalformed];
 // a declared payload over the limit yields a [*FrameTooLargeError] matching [ErrFrameTooLarge].
-// Both are detected as early as the bytes allow. [Reader] does the accumulation over an io.Reader.
+// Both are reported as soon as the field that shows them is complete (a length over the limit once
+// its whole varint has arrived, before any of the payload). [Reader] does the accumulation over an
+// io.Reader.
 // No decoder panics on any input.
 package wire

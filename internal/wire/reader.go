@@ -23,7 +23,8 @@ const maxEmptyReads = 100
 // its Read flushes first: that Read runs only when no complete frame is left.
 //
 // The buffer starts at bufSize bytes, is allocated on the first read, and grows as needed up to
-// maxPayload plus the largest header (never shrinking); a frame over maxPayload fails with a
+// maxPayload plus the largest header, or to MaxPreambleLen bytes if that is more (never
+// shrinking); a frame over maxPayload fails with a
 // [*FrameTooLargeError] without its payload being read. After any error other than [ErrShort]
 // (which a Reader never returns) the Reader is broken and every call returns the same error.
 //

@@ -171,6 +171,7 @@ func (o *Options) validate() (hostSANs, error) {
 			if addr.Zone() != "" {
 				return sans, &OptionError{Field: field, Reason: fmt.Sprintf("IP address %q has a zone, which a certificate cannot name", h)}
 			}
+			addr = addr.Unmap() // ::ffff:192.0.2.1 is 192.0.2.1 in a certificate
 			key := addr.String()
 			if !seen[key] {
 				seen[key] = true

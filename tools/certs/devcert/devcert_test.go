@@ -85,7 +85,7 @@ func TestNewDefaults(t *testing.T) {
 func TestNewOptionsApplied(t *testing.T) {
 	notBefore := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	b, err := New(Options{
-		Hosts:        []string{"192.0.2.1", "Game.Example.Test", "game.example.test", "192.0.2.1"},
+		Hosts:        []string{"192.0.2.1", "Game.Example.Test", "game.example.test", "192.0.2.1", "::ffff:192.0.2.1"},
 		KeyType:      Ed25519,
 		Validity:     48 * time.Hour,
 		NotBefore:    notBefore,

@@ -1,0 +1,124 @@
+package nq_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/naquid/naquid/nq"
+	"github.com/naquid/naquid/transport/memconn"
+)
+
+// TestClosedByThisSideIsErrClosed: what this side's application closed fails with ErrClosed, not
+// ErrConnLost (which is for connections lost otherwise): a raw stream's Write after its Close or
+// CloseWrite, and SendDatagram on a Conn after its Close.
+func TestClosedByThisSideIsErrClosed(t *testing.T) {
+	e := envs(t)[1](t)
+	mux := echoMux(t, "")
+	addr := startEchoServer(t, e, mux, 0)
+	cmux := nq.NewMux()
+	if err := cmux.HandleRaw("raw", nq.RawHandler{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, err := newClient(t, e, clientOptions{mux: cmux}).Dial(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, how := range []string{"Close", "CloseWrite"} {
+		s, err := conn.OpenRaw(ctx, "raw")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Write([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		if how == "Close" {
+			s.Close()
+		} else {
+			s.CloseWrite()
+		}
+		_, err = s.Write([]byte("after"))
+		if !errors.Is(err, nq.ErrClosed) || errors.Is(err, nq.ErrConnLost) {
+			t.Errorf("raw Write after %s: %v, want ErrClosed (not ErrConnLost)", how, err)
+		}
+		s.Close()
+	}
+	conn.Close()
+	<-conn.Done()
+	if err := conn.SendDatagram([]byte("x")); !errors.Is(err, nq.ErrClosed) || errors.Is(err, nq.ErrConnLost) {
+		t.Errorf("SendDatagram after Close: %v, want ErrClosed (not ErrConnLost)", err)
+	}
+}
+
+// TestEarlyStreamGeneration: a stream opened in 0-RTT reports generation 0 until its handshake
+// completes, then the Conn's generation number, without a data race on the way (run with -race).
+func TestEarlyStreamGeneration(t *testing.T) {
+	e := lossyEnv(t, 0)
+	for _, d := range [][2]string{{"192.0.2.2", "192.0.2.1"}, {"192.0.2.1", "192.0.2.2"}} {
+		if err := e.net.SetLink(netip.MustParseAddr(d[0]), netip.MustParseAddr(d[1]), memconn.LinkConfig{Latency: 20 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mux := nq.NewMux()
+	if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(r *nq.Request) { r.Reply(nil) }}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: mux, Transport: e.serverFactory, Allow0RTT: true}
+	if err := srv.Listen(context.Background(), e.serverAddr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	closed := make(chan struct{}, 4)
+	cl := newClient(t, e, clientOptions{onClose: func(*nq.Conn, error, int) time.Duration {
+		closed <- struct{}{}
+		return 100 * time.Millisecond
+	}})
+	cl.Allow0RTT = true
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, err := cl.Dial(ctx, srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.RPC("rpc").Call(ctx, 1, nil); err != nil { // the session ticket arrives
+		t.Fatal(err)
+	}
+	conn.Reset()
+	waitFor(t, closed, 10*time.Second, "the reset")
+	s, err := conn.RPC("rpc").Stream(nq.Idempotent(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Read the generation while the handshake completes (a data race before, seen by -race).
+	stop, seen := make(chan struct{}), make(chan map[uint64]int, 1)
+	go func() {
+		counts := map[uint64]int{}
+		for {
+			counts[s.Generation()]++
+			select {
+			case <-stop:
+				seen <- counts
+				return
+			default:
+			}
+		}
+	}()
+	if _, err := conn.RPC("rpc").Call(ctx, 1, nil); err != nil { // a 1-RTT call: the handshake is done
+		t.Fatal(err)
+	}
+	close(stop)
+	counts := <-seen
+	t.Logf("generations seen: %v", counts)
+	for g := range counts {
+		if g != 0 && g != 2 {
+			t.Errorf("stream generation %d seen around the 0-RTT handshake, want 0, then 2", g)
+		}
+	}
+	if g := s.Generation(); g != 2 || conn.Generation() != 2 {
+		t.Errorf("stream generation %d, Conn generation %d after the handshake, want 2", g, conn.Generation())
+	}
+}
