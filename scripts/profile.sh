@@ -56,7 +56,9 @@ for prof in "$out"/pprof/*.pprof; do
 	name=$(basename "$prof" .pprof) # <run>.<kind>
 	kind=${name##*.}
 	index=()
-	[ "$kind" = heap ] && index=(-sample_index=inuse_space)
+	# The heap profile is written after the run closed its connections: what it allocated is the
+	# useful view (its live objects are gone by then).
+	[ "$kind" = heap ] && index=(-sample_index=alloc_space)
 	go tool pprof "${index[@]}" -top -nodecount=40 "$prof" >"$out/$name.top.txt" 2>/dev/null || true
 	if go tool pprof "${index[@]}" -traces "$prof" 2>/dev/null |
 		"$bin/flamegraph" -in traces -title "$name" >"$out/$name.flame.svg" 2>/dev/null; then :; else

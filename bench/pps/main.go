@@ -143,7 +143,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		load      = fs.String("load", nameAFXDP, "sender offering load to the receivers: afxdp, mmsg or udp")
 		senders   = fs.String("senders", strings.Join(senderNames, ","), "senders to measure (mmsg-gso only at -gso-size)")
 		step      = fs.Duration("step", defaultStep, "duration of each measured step")
-		warmup    = fs.Duration("warmup", defaultWarmup, "unmeasured traffic before each new receiver or sender")
+		warmup    = fs.Duration("warmup", defaultWarmup, "unmeasured traffic before each new receiver or sender (0: none)")
 		refine    = fs.Int("refine", defaultRefine, "extra steps bisecting each receiver's capacity (negative: none)")
 		retries   = fs.Int("retries", defaultRetries, "re-measurements of a paced step that lost 1-50%, best kept (negative: none)")
 		txCPU     = fs.Int("txcpu", 0, "core of the sender")
@@ -184,6 +184,12 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 			}
 		}
 		return config{Child: c}, c.validate()
+	}
+	if *warmup == 0 {
+		*warmup = -1 // none (in options, 0 is the default)
+	}
+	if *txCPU == *rxCPU {
+		return config{}, fmt.Errorf("pps: -txcpu and -rxcpu are both %d: sender and receiver need separate cores", *txCPU)
 	}
 	o := options{Step: *step, Warmup: *warmup, Refine: *refine, Retries: *retries, TXCPU: *txCPU, RXCPU: *rxCPU, GSOSize: *gsoSize, Timeout: *timeout,
 		Receivers: parseNames(*receivers), Senders: parseNames(*senders), Load: *load}

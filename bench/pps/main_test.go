@@ -51,6 +51,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{"-cpu-rate=max"},
 		{"-overload-rate=max"},
 		{"-receivers=tcp"},
+		{"-txcpu=0", "-rxcpu=0"}, // one core for both: refused, not changed
 		{"extra"},
 		{"-nosuchflag"},
 		{"-role=recv", "-transport=udp"}, // no local address
@@ -61,6 +62,9 @@ func TestParseArgsErrors(t *testing.T) {
 		if _, err := parseArgs(args, io.Discard); err == nil {
 			t.Errorf("parseArgs(%q) accepted", args)
 		}
+	}
+	if cfg, err := parseArgs([]string{"-warmup=0"}, io.Discard); err != nil || cfg.Run.Warmup >= 0 {
+		t.Errorf("parseArgs(-warmup=0): warm-up %v, %v; want none (negative)", cfg.Run.Warmup, err)
 	}
 	if _, err := parseArgs([]string{"-h"}, io.Discard); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("-h: %v, want flag.ErrHelp", err)

@@ -57,7 +57,7 @@ type options struct {
 	// limit and is not retried.) 0 means the default, 1; negative means none.
 	Retries int
 	// Warmup is how long traffic flows, unmeasured, before a new receiver or sender is measured.
-	// Default 500ms.
+	// 0 means the default, 500ms; negative means none.
 	Warmup time.Duration
 	// TXCPU and RXCPU are the cores the sender and the receiver (with its kernel work) are
 	// pinned to. They must differ. Default 0 and 1.
@@ -184,8 +184,8 @@ func (o options) validate() error {
 		return fmt.Errorf("pps: options.Retries = %d: want at most %d", o.Retries, maxRetries)
 	case o.Refine > maxRefine:
 		return fmt.Errorf("pps: options.Refine = %d: want at most %d", o.Refine, maxRefine)
-	case o.Warmup < 0 || o.Warmup > time.Minute:
-		return fmt.Errorf("pps: options.Warmup = %v: want 0..1m", o.Warmup)
+	case o.Warmup > time.Minute:
+		return fmt.Errorf("pps: options.Warmup = %v: want at most 1m", o.Warmup)
 	case o.TXCPU < 0 || o.TXCPU >= 1024:
 		return fmt.Errorf("pps: options.TXCPU = %d: want 0..1023", o.TXCPU)
 	case o.RXCPU < 0 || o.RXCPU >= 1024:

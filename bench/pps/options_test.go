@@ -45,7 +45,7 @@ func TestOptionsValidateNamesField(t *testing.T) {
 		{"duplicate sender", options{Senders: []string{"udp", "udp"}}, "Senders[1]"},
 		{"asavie cannot send", options{Senders: []string{"asavie"}}, "Senders[0]"},
 		{"step too short", options{Step: time.Millisecond}, "Step"},
-		{"negative warmup", options{Warmup: -time.Second}, "Warmup"},
+		{"long warmup", options{Warmup: 2 * time.Minute}, "Warmup"},
 		{"too many refinements", options{Refine: 50}, "Refine"},
 		{"too many retries", options{Retries: 50}, "Retries"},
 		{"same cores", options{TXCPU: 1, RXCPU: 1}, "RXCPU"},

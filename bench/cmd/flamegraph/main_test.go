@@ -41,11 +41,14 @@ func TestFolded(t *testing.T) {
 	}{
 		{"traces", traces, "main.main 10000000\nmain.main;main.copy;runtime.memmove 20000000\nmain.main;main.work 10000000\n"},
 		{"perf", perfScript, "nqbench;runtime.main;/usr/lib/libc.so.6 1000\nnqbench;runtime.main;main.work;exc_page_fault 2000\n"},
+		{"perf without periods", "nqbench 12345 123.456789: cpu-clock:\n\t4a1 main.a+0x1 (/x)\n\nnqbench 7 123.5: cpu-clock:\n\t4a2 main.b+0x1 (/x)\n\n",
+			"nqbench;main.a 1\nnqbench;main.b 1\n"}, // not weighed by the thread ids
 		{"folded", "a;b 3\na;c 1\na 2\n", "a 2\na;b 3\na;c 1\n"},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			var out bytes.Buffer
-			if err := run([]string{"-in", tc.in, "-folded"}, strings.NewReader(tc.input), &out, io.Discard); err != nil {
+			in := strings.Fields(tc.in)[0] // "perf without periods" reads as perf
+			if err := run([]string{"-in", in, "-folded"}, strings.NewReader(tc.input), &out, io.Discard); err != nil {
 				t.Fatal(err)
 			}
 			if out.String() != tc.want {

@@ -176,12 +176,18 @@ func parsePerf(r io.Reader) (*node, string, error) {
 			fields := strings.Fields(line)
 			comm = fields[0]
 			value = 1
-			for i := 1; i+1 < len(fields); i++ { // "... 2004008 cpu-clock:"
-				if strings.HasSuffix(fields[i+1], ":") {
-					if v, err := strconv.ParseFloat(fields[i], 64); err == nil {
+			// "comm pid time: [period] event:": the period, when present, is the number right
+			// after the time (the first field ending in ':') and right before the event.
+			for i := 1; i < len(fields); i++ {
+				if !strings.HasSuffix(fields[i], ":") {
+					continue
+				}
+				if i+2 < len(fields) && strings.HasSuffix(fields[i+2], ":") {
+					if v, err := strconv.ParseFloat(fields[i+1], 64); err == nil {
 						value = v
 					}
 				}
+				break
 			}
 			continue
 		}

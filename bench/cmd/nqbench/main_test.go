@@ -49,6 +49,9 @@ func TestParseOptionsRejects(t *testing.T) {
 		{[]string{"-storm-recovery", "0s"}, "-storm-recovery"},
 		{[]string{"-threshold", "-1"}, "-threshold"},
 		{[]string{"-rounds", "0"}, "-rounds"},
+		{[]string{"-idle-k", "0"}, "-idle-k 0"}, // typed 0: refused, not the default 10,000
+		{[]string{"-c", "0"}, "-c 0"},
+		{[]string{"-tick-duration", "0s"}, "-tick-duration"},
 		{[]string{"extra"}, "unexpected arguments"},
 		{[]string{"-mode", "server", "-stacks", "nq", "-transports", "afxdp"}, "needs -iface"},
 		{[]string{"-mode", "server", "-stacks", "nq", "-transports", "afxdp", "-iface", "eth0"}, "needs -addr"},
@@ -177,6 +180,14 @@ func TestMedianRuns(t *testing.T) {
 	}
 	if even := medianRuns([]workload.Result{pipe("tcp", 2), pipe("tcp", 1)}); len(even) != 1 || even[0].ReqPerSec != 1 {
 		t.Errorf("median of two runs: %+v, want the lower", even)
+	}
+	// Storms by recovery time (a storm that did not recover ranks last).
+	recovered := func(s float64) workload.Result { r := storm(0); r.RecoverySeconds = s; return r }
+	if got := medianRuns([]workload.Result{recovered(1.5), recovered(3.5), recovered(2.5)}); len(got) != 1 || got[0].RecoverySeconds != 2.5 {
+		t.Errorf("median of storms 1.5, 3.5, 2.5 s: %+v, want 2.5 s", got)
+	}
+	if got := medianRuns([]workload.Result{recovered(0), recovered(1.5), recovered(2.5)}); got[0].RecoverySeconds != 2.5 {
+		t.Errorf("median of storms never, 1.5, 2.5 s: %+v, want 2.5 s", got)
 	}
 }
 

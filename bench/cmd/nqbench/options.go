@@ -98,7 +98,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "bound on each run")
 	fs.DurationVar(&o.serveFor, "serve-for", time.Hour, "-mode server: stop after this long")
 	fs.BoolVar(&o.isolate, "isolate", true, "run each workload and stack in its own child process (honest peak RSS and heap)")
-	fs.IntVar(&o.rounds, "rounds", 1, "run the plan this many times, its order reversed every other round, and report each run's median (by req/s, tick p99 or idle KiB): stacks measured one after another differ by up to a tenth with their order alone")
+	fs.IntVar(&o.rounds, "rounds", 1, "run the plan this many times, its order reversed every other round, and report each run's median (by req/s, tick p99, idle KiB or storm recovery time): stacks measured one after another differ by up to a tenth with their order alone")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress line on stderr")
 	fs.StringVar(&o.jsonPath, "json", "", "also write the JSON lines to this file")
 	fs.StringVar(&o.mdPath, "md", "", "also write the Markdown report and ratio lines to this file")
@@ -112,13 +112,13 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.pipe.Calls, "n", 5000, "pipeline: calls per connection")
 	fs.IntVar(&o.pipe.Window, "w", 32, "pipeline: calls in flight per connection")
 	fs.IntVar(&o.pipe.Payload, "size", 8, "pipeline: payload bytes")
-	fs.IntVar(&o.pipe.Warmup, "warmup", 0, "pipeline: warm-up calls per connection (0: n/5, -1: none)")
+	fs.IntVar(&o.pipe.Warmup, "warmup", 0, "pipeline: warm-up calls per connection (0: n/5, at least w; -1: none)")
 
 	fs.IntVar(&o.tick.Clients, "tick-c", 10000, "tick: clients")
 	fs.IntVar(&o.tick.Rate, "tick-rate", 10, "tick: calls per second per client")
 	fs.IntVar(&o.tick.Payload, "tick-size", 64, "tick: payload bytes")
 	fs.DurationVar(&o.tick.Duration, "tick-duration", 10*time.Second, "tick: measured phase")
-	fs.DurationVar(&o.tick.Warmup, "tick-warmup", 3*time.Second, "tick: warm-up phase (negative: none)")
+	fs.DurationVar(&o.tick.Warmup, "tick-warmup", 3*time.Second, "tick: warm-up phase (0: 3s; negative: none)")
 
 	fs.IntVar(&o.idle.Conns, "idle-k", 10000, "idle: connections")
 	fs.IntVar(&o.storm.Conns, "storm-k", 10000, "storm: clients")
@@ -219,6 +219,22 @@ func (o *options) validate() error {
 	}
 	if o.perSocket < 0 {
 		return fmt.Errorf("-per-socket %d is negative", o.perSocket)
+	}
+	// Sizes are taken as given: a 0 typed on the command line is an error, not the default.
+	for _, f := range []struct {
+		flag string
+		v    int
+	}{
+		{"-c", o.pipe.Conns}, {"-n", o.pipe.Calls}, {"-w", o.pipe.Window}, {"-size", o.pipe.Payload},
+		{"-tick-c", o.tick.Clients}, {"-tick-rate", o.tick.Rate}, {"-tick-size", o.tick.Payload},
+		{"-idle-k", o.idle.Conns}, {"-storm-k", o.storm.Conns},
+	} {
+		if f.v < 1 {
+			return fmt.Errorf("%s %d: want at least 1", f.flag, f.v)
+		}
+	}
+	if o.tick.Duration <= 0 {
+		return fmt.Errorf("-tick-duration %v: must be positive", o.tick.Duration)
 	}
 	if o.timeout <= 0 {
 		return fmt.Errorf("-timeout %v: must be positive", o.timeout)

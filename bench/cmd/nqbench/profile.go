@@ -10,7 +10,9 @@ import (
 )
 
 // profiler writes the pprof profiles of one run into -profile-dir: CPU for the whole run, and
-// heap, mutex contention and blocking at its end, as <workload>-<stack>.<kind>.pprof.
+// heap, mutex contention and blocking at its end, as <workload>-<stack>.<kind>.pprof. The heap
+// profile is written after the workload closed its connections, so its allocation samples
+// (alloc_space) cover the run while its live ones (inuse_space) show only what outlived it.
 type profiler struct {
 	dir, base string
 	cpu       *os.File

@@ -155,8 +155,8 @@ func repeatPlan(plan []runSpec, rounds int) []runSpec {
 	return out
 }
 
-// medianRuns keeps one result per workload variant, stack and mode: the median by the report's
-// metric (the lower middle of an even count; the first when the workload has no metric), in
+// medianRuns keeps one result per workload variant, stack and mode: the median by medianMetric
+// (the lower middle of an even count; the first run when the workload has no such figure), in
 // the order the kept runs first appeared.
 func medianRuns(results []workload.Result) []workload.Result {
 	type key struct{ workload, variant, stack, mode string }
@@ -172,14 +172,38 @@ func medianRuns(results []workload.Result) []workload.Result {
 	out := make([]workload.Result, 0, len(order))
 	for _, k := range order {
 		runs := byKey[k]
+		if _, ok := medianMetric(runs[0]); !ok {
+			out = append(out, runs[0])
+			continue
+		}
 		slices.SortStableFunc(runs, func(a, b workload.Result) int {
-			va, _ := report.Metric(a)
-			vb, _ := report.Metric(b)
+			va, _ := medianMetric(a)
+			vb, _ := medianMetric(b)
 			return cmp.Compare(va, vb)
 		})
 		out = append(out, runs[(len(runs)-1)/2])
 	}
 	return out
+}
+
+// medianMetric is the figure runs are ranked by, higher better: the report's metric (req/s,
+// tick p99, idle KiB), or for a storm the inverse of its recovery time (0 when not all clients
+// came back). ok is false for workloads with neither.
+func medianMetric(r workload.Result) (v float64, ok bool) {
+	if r.Workload == workload.Storm {
+		if r.RecoverySeconds > 0 {
+			v = 1 / r.RecoverySeconds
+		}
+		return v, true
+	}
+	if v, ok := report.Metric(r); ok {
+		return v, true
+	}
+	switch r.Workload {
+	case workload.Pipeline, workload.Tick, workload.Idle:
+		return 0, true // a failed run: ranked lowest
+	}
+	return 0, false
 }
 
 func header(args []string) string {

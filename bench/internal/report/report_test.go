@@ -2,6 +2,7 @@ package report
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 
@@ -102,6 +103,21 @@ func TestCompare(t *testing.T) {
 		"pipeline nq/udp cpu_us/req 1.5 -> 1.2 -20.0% (better)",
 		"pipeline tls: new",
 		"storm nq/udp resume recovery_s 3 -> 3 +0.0%",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("Compare lacks %q:\n%s", want, out)
+		}
+	}
+	// A storm that no longer recovers, and a result that is gone, are not silent.
+	cur = results()
+	storm := &cur[10]
+	storm.RecoverySeconds, storm.Errors = 0, 812
+	cur = slices.Delete(cur, 3, 4) // grpc
+	out = Compare(prev, cur, 5)
+	for _, want := range []string{
+		"storm nq/udp resume recovery_s 3 -> not measured (worse)",
+		"storm nq/udp resume errors 0 -> 812 (worse)",
+		"pipeline grpc: gone (no result this run)",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("Compare lacks %q:\n%s", want, out)

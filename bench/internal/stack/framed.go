@@ -160,27 +160,39 @@ func (c *framedConn) Pipeline(ctx context.Context, n, w int, payload []byte, rec
 	base := time.Now()
 	sentAt := make([]time.Duration, w) // ring of issue times, oldest first
 	head, sent, recv := 0, 0, 0
+	// fail counts every call the error cuts off as failed, as the other stacks do: those in
+	// flight, and the one being written (writing).
+	fail := func(err error, writing bool) (int64, error) {
+		lost := sent - recv
+		if writing {
+			lost++
+		}
+		for range lost {
+			rec.Error()
+		}
+		return int64(recv), ctxErr(ctx, err)
+	}
 	now := time.Since(base)
 	for sent < min(w, n) {
 		if err := writeFrame(bw, payload); err != nil {
-			return 0, ctxErr(ctx, err)
+			return fail(err, true)
 		}
 		sentAt[sent] = now
 		sent++
 	}
 	if err := bw.Flush(); err != nil {
-		return 0, ctxErr(ctx, err)
+		return fail(err, false)
 	}
 	for recv < n {
 		if err := skipFrame(br); err != nil {
-			return int64(recv), ctxErr(ctx, err)
+			return fail(err, false)
 		}
 		now = time.Since(base)
 		rec.Record(now - sentAt[head])
 		recv++
 		if sent < n {
 			if err := writeFrame(bw, payload); err != nil {
-				return int64(recv), ctxErr(ctx, err)
+				return fail(err, true)
 			}
 			sentAt[head] = now // the slot just freed is the newest now
 			sent++
@@ -188,7 +200,7 @@ func (c *framedConn) Pipeline(ctx context.Context, n, w int, payload []byte, rec
 		head = (head + 1) % w
 		if bw.Buffered() > 0 && !frameBuffered(br) {
 			if err := bw.Flush(); err != nil {
-				return int64(recv), ctxErr(ctx, err)
+				return fail(err, false)
 			}
 		}
 	}

@@ -249,7 +249,7 @@ func (c *nqConn) Pipeline(ctx context.Context, n, w int, payload []byte, rec *me
 	if err != nil {
 		return 0, err
 	}
-	p := &nqPipeline{rs: rs, n: int64(n), payload: payload, rec: rec, done: make(chan struct{})}
+	p := &nqPipeline{ctx: ctx, rs: rs, n: int64(n), payload: payload, rec: rec, done: make(chan struct{})}
 	p.base = time.Now()
 	lanes := make([]nqLane, min(w, n))
 	for i := range lanes {
@@ -268,6 +268,11 @@ func (c *nqConn) Pipeline(ctx context.Context, n, w int, payload []byte, rec *me
 	case <-ctx.Done():
 		p.fail(fmt.Errorf("stack nq: pipeline stopped: %w", ctx.Err()))
 	}
+	if p.stopped.Load() {
+		// The calls still in flight end too (with ctx's error at the latest: they were made
+		// with it) and are counted as failed before the result is read.
+		p.inflight.Wait()
+	}
 	p.mu.Lock()
 	err = p.err
 	p.mu.Unlock()
@@ -275,6 +280,7 @@ func (c *nqConn) Pipeline(ctx context.Context, n, w int, payload []byte, rec *me
 }
 
 type nqPipeline struct {
+	ctx      context.Context // the calls are made with it
 	rs       *nq.RPCStream
 	n        int64
 	payload  []byte
@@ -283,11 +289,12 @@ type nqPipeline struct {
 	issued   atomic.Int64
 	answered atomic.Int64
 
-	stopped atomic.Bool // no more calls are issued
-	mu      sync.Mutex
-	err     error
-	once    sync.Once
-	done    chan struct{}
+	stopped  atomic.Bool    // no more calls are issued
+	inflight sync.WaitGroup // calls issued and not yet answered or failed
+	mu       sync.Mutex
+	err      error
+	once     sync.Once
+	done     chan struct{}
 }
 
 func (p *nqPipeline) fail(err error) {
@@ -309,7 +316,10 @@ type nqLane struct {
 
 func (l *nqLane) issue(now time.Duration) bool {
 	l.start = now
-	if err := l.p.rs.Go(context.Background(), echoMethod, l.p.payload, l.cb); err != nil {
+	l.p.inflight.Add(1)
+	if err := l.p.rs.Go(l.p.ctx, echoMethod, l.p.payload, l.cb); err != nil {
+		l.p.inflight.Done()
+		l.p.rec.Error()
 		l.p.fail(err)
 		return false
 	}
@@ -318,6 +328,7 @@ func (l *nqLane) issue(now time.Duration) bool {
 
 func (l *nqLane) answered(_ []byte, err error) {
 	p := l.p
+	defer p.inflight.Done() // after the next call, if any, is issued
 	if err != nil {
 		p.rec.Error()
 		p.fail(err)

@@ -395,3 +395,45 @@ func listen(t *testing.T, ctx context.Context, st Stack) (Server, Dialer) {
 	t.Cleanup(func() { d.Close() })
 	return srv, d
 }
+
+// TestPipelineCountsFailedCalls: a pipeline cut off by its deadline counts the calls in flight as
+// errors on every stack (the framed ones counted none, nq and gRPC one per call in flight).
+func TestPipelineCountsFailedCalls(t *testing.T) {
+	certs := testCerts(t)
+	const w = 8
+	for _, name := range []string{TCP, QUIC, NQ, GRPC} {
+		t.Run(name, func(t *testing.T) {
+			st, err := New(name, Config{Certs: certs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			srv, err := st.Listen(ctx, "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			d, err := st.NewDialer()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			c, err := d.Dial(ctx, srv.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			r := measure.NewRecorder(1)
+			// Far more calls than fit in the time: the deadline cuts the pipeline off.
+			pctx, pcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+			defer pcancel()
+			if _, err := c.Pipeline(pctx, 1<<40, w, []byte("12345678"), r.Shard(0)); err == nil {
+				t.Fatal("the pipeline outlived its deadline")
+			}
+			if _, errs := r.Count(); errs < 1 || errs > w+1 {
+				t.Fatalf("%d failed calls counted, want the calls in flight (1..%d)", errs, w+1)
+			}
+		})
+	}
+}

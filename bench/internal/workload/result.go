@@ -57,8 +57,8 @@ type Result struct {
 	// Throughput and latency of the measured phase (after warm-up).
 	Requests int64 `json:"requests,omitempty"`
 	Errors   int64 `json:"errors"`
-	// Missed counts tick calls scheduled in the measured phase but not sent by its end (they
-	// are included in Errors).
+	// Missed counts tick calls scheduled in the measured phase but not sent within one period
+	// (1/R) after its end: their sender fell a whole round behind (they are included in Errors).
 	Missed    int64   `json:"missed,omitempty"`
 	Seconds   float64 `json:"seconds"`
 	ReqPerSec float64 `json:"req_per_s,omitempty"`

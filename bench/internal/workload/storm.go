@@ -212,10 +212,13 @@ func RunStorm(ctx context.Context, env Env, scfg stack.Config, cfg StormConfig) 
 		cur.Store(r)
 		_ = srv.Close()
 		closeTook := time.Since(r.start)
-		srv, err = listen(addr, variant == StormResume)
+		restarted, err := listen(addr, variant == StormResume)
 		if err != nil {
+			// srv stays the closed server (Close again is harmless): the variants measured so
+			// far are returned with the error.
 			return out, fmt.Errorf("storm %s: restart on %s: %w", name, addr, err)
 		}
+		srv = restarted
 		p := measure.StartProgress(env.progress(), fmt.Sprintf("[storm %s %s]", name, variant), time.Second, env.Overwrite,
 			func() (int64, int64) { return r.back.Load(), 0 })
 		bound := time.NewTimer(cfg.Recovery)

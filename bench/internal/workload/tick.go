@@ -157,7 +157,7 @@ func RunTick(ctx context.Context, env Env, cfg TickConfig) (Result, error) {
 	res.LagP99us = us(lag.Latency().P99)
 	fillCost(&res, before, after, cfg.Duration)
 	if missed > 0 {
-		res.AddNote(fmt.Sprintf("overloaded: of %d calls scheduled in the measured phase, %d were not sent by its end (the senders fell behind); %d calls were in flight at its end",
+		res.AddNote(fmt.Sprintf("overloaded: of %d calls scheduled in the measured phase, %d were not sent within a period after its end (the senders fell behind); %d calls were in flight at its end",
 			t.scheduled.Load(), missed, pending))
 	}
 	addDiagnostics(&res, d)
@@ -200,7 +200,12 @@ func (t *ticker) schedule(ctx context.Context, s, n int) {
 		t.scheduled.Add(scheduled)
 		t.issued.Add(issued)
 	}()
-	late := false // t.end passed: only count what remains
+	// A call due in the measured phase that its sender reaches only after the phase ended is
+	// still sent if it is less than one period late (a stall at the boundary is latency, as it
+	// would be anywhere else; its answer ends after the phase and is not counted); later, the
+	// sender has fallen behind by a whole round, and the rest is counted as missed.
+	deadline := t.end.Add(t.period)
+	late := false // deadline passed: only count what remains
 	for k := 0; ; k++ {
 		round := t.begin.Add(time.Duration(k) * t.period)
 		if !round.Before(t.end) {
@@ -224,7 +229,7 @@ func (t *ticker) schedule(ctx context.Context, s, n int) {
 				}
 			} else if ctx.Err() != nil {
 				return
-			} else if !now.Before(t.end) {
+			} else if !now.Before(deadline) {
 				late = true
 				continue
 			}

@@ -3,12 +3,16 @@ package workload
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/naquid/naquid/bench/internal/measure"
 	"github.com/naquid/naquid/bench/internal/stack"
+	"github.com/naquid/naquid/transport"
+	"github.com/naquid/naquid/transport/udp"
 )
 
 func newStack(t *testing.T, name string, cfg stack.Config) stack.Stack {
@@ -175,6 +179,32 @@ func TestStorm(t *testing.T) {
 		if (res.Resumed == 12) != wantResumed || (res.FullHandshakes == 12) == wantResumed {
 			t.Errorf("%s: resumed %d, full %d after the restart", res.Variant, res.Resumed, res.FullHandshakes)
 		}
+	}
+}
+
+// TestStormRestartFails: when the restarted server cannot open its socket, the storm returns the
+// variants it measured and an error naming the restart (it used to panic closing a nil server).
+func TestStormRestartFails(t *testing.T) {
+	certs, err := stack.NewCerts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opens atomic.Int32
+	kernel := udp.Factory(udp.Config{})
+	factory := func(ctx context.Context, local netip.AddrPort) (transport.Conn, error) {
+		if opens.Add(1) > 2 { // the first server and the resume variant's restart open
+			return nil, errors.New("injected: port taken")
+		}
+		return kernel(ctx, local)
+	}
+	scfg := stack.Config{Certs: certs, PerSocket: 5, ServerFactory: factory}
+	env := Env{Stack: newStack(t, stack.NQ, scfg), Timeout: 30 * time.Second}
+	rs, err := RunStorm(context.Background(), env, scfg, StormConfig{Conns: 4, Spread: 50 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "restart") {
+		t.Fatalf("RunStorm = %v, want the restart's error", err)
+	}
+	if len(rs) != 1 || rs[0].Variant != StormResume {
+		t.Fatalf("results %+v, want the resume variant's", rs)
 	}
 }
 
