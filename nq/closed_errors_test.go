@@ -122,3 +122,76 @@ func TestEarlyStreamGeneration(t *testing.T) {
 		t.Errorf("stream generation %d, Conn generation %d after the handshake, want 2", g, conn.Generation())
 	}
 }
+
+// TestRawWriteAfterReset: a raw stream that a Reset closed (the application did not close it)
+// fails later Writes as a lost connection does, with ErrConnLost, not ErrClosed.
+func TestRawWriteAfterReset(t *testing.T) {
+	e := envs(t)[1](t)
+	smux := nq.NewMux()
+	if err := smux.HandleRaw("raw", nq.RawHandler{OnStream: func(s *nq.RawStream) {
+		buf := make([]byte, 1024)
+		for {
+			if _, err := s.Read(buf); err != nil {
+				return
+			}
+		}
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	addr := startEchoServer(t, e, smux, 0)
+	cmux := nq.NewMux()
+	if err := cmux.HandleRaw("raw", nq.RawHandler{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl := newClient(t, e, clientOptions{mux: cmux, onClose: func(*nq.Conn, error, int) time.Duration { return nq.NoReconnect }})
+	conn, err := cl.Dial(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := conn.OpenRaw(ctx, "raw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	conn.Reset()
+	waitFor(t, s.Context().Done(), 10*time.Second, "the reset to close the stream")
+	_, err = s.Write([]byte("after"))
+	if !errors.Is(err, nq.ErrConnLost) || errors.Is(err, nq.ErrClosed) {
+		t.Fatalf("raw Write after Reset: %v, want ErrConnLost (not ErrClosed)", err)
+	}
+}
+
+// TestServerConnEndedByPeer: on a server Conn whose client closed the connection, calls and
+// datagrams fail with ErrConnLost (the peer's close), not ErrClosed (which says this side's
+// application closed it).
+func TestServerConnEndedByPeer(t *testing.T) {
+	e := envs(t)[1](t)
+	srvConns, ended := make(chan *nq.Conn, 1), make(chan struct{})
+	srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: echoMux(t, ""), Transport: e.serverFactory,
+		OnOpen:  func(c *nq.Conn) error { srvConns <- c; return nil },
+		OnClose: func(*nq.Conn, error) { close(ended) }}
+	if err := srv.Listen(context.Background(), e.serverAddr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, err := newClient(t, e, clientOptions{}).Dial(ctx, srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := waitFor(t, srvConns, 10*time.Second, "the server's connection")
+	conn.Close()
+	waitFor(t, ended, 10*time.Second, "the server's close hook")
+	<-sc.Done()
+	if err := sc.SendDatagram([]byte("x")); !errors.Is(err, nq.ErrConnLost) || errors.Is(err, nq.ErrClosed) {
+		t.Errorf("SendDatagram on a server Conn the peer closed: %v, want ErrConnLost", err)
+	}
+	if _, err := sc.OpenRaw(ctx, "raw"); !errors.Is(err, nq.ErrConnLost) || errors.Is(err, nq.ErrClosed) {
+		t.Errorf("OpenRaw on a server Conn the peer closed: %v, want ErrConnLost", err)
+	}
+}

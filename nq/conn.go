@@ -154,7 +154,8 @@ func (c *Conn) IsOpen() bool {
 	return c.gen != nil
 }
 
-// WaitOpen blocks until a generation is up, the Conn ends (ErrClosed) or ctx ends.
+// WaitOpen blocks until a generation is up, the Conn is closed or ends (ErrClosed as soon as
+// Close is called; on a server Conn, how its connection ended) or ctx ends.
 func (c *Conn) WaitOpen(ctx context.Context) error {
 	_, err := c.current(ctx)
 	return err
@@ -177,7 +178,7 @@ func (c *Conn) current(ctx context.Context) (*generation, error) {
 			return early, nil
 		}
 		if ended || c.closeReq.Load() {
-			return nil, fmt.Errorf("nq: conn %d: %w", c.id, ErrClosed)
+			return nil, fmt.Errorf("nq: conn %d: %w", c.id, c.endedErr(last))
 		}
 		if c.server != nil {
 			return nil, fmt.Errorf("nq: conn %d: %w", c.id, ErrConnLost)
@@ -195,6 +196,16 @@ func (c *Conn) current(ctx context.Context) (*generation, error) {
 			return nil, c.ctxErr(ctx)
 		}
 	}
+}
+
+// endedErr is why a Conn that ended (or whose Close was called) takes no more calls: ErrClosed
+// on a client (only Close ends one); on a server, how its connection ended (last): a
+// *CloseError matching ErrClosed when this side's application closed it, ErrConnLost otherwise.
+func (c *Conn) endedErr(last error) error {
+	if c.server != nil && last != nil {
+		return last
+	}
+	return ErrClosed
 }
 
 // ctxErr reports a ctx that ended while waiting for the connection (a deadline is ErrTimeout),
@@ -473,6 +484,7 @@ func (g *generation) closeGraceful(code wire.ConnCode, reason string) {
 	}
 	for _, s := range g.snapshot() {
 		if _, raw := s.proto.(*RawStream); raw {
+			s.finishWith(werr) // the application's later Writes fail with werr
 			s.shutdown()
 			continue
 		}

@@ -26,18 +26,19 @@ var ErrDatagramsUnsupported = errors.New("nq: datagrams not supported on this co
 // Datagrams are not retransmitted. It returns at once while the path takes datagrams; when
 // quic-go's queue of 32 unsent datagrams is full (the congestion window is used up, as on a path
 // that stopped answering) it waits until one leaves or the connection ends, so a loop that must
-// never wait should send from a goroutine of its own. It fails with ErrClosed once the Conn has
-// ended or its Close was called, with ErrConnLost while no generation is up otherwise, with a
+// never wait should send from a goroutine of its own. It fails with ErrClosed once this side's
+// application closed the Conn, with ErrConnLost while no generation is up otherwise (and on a
+// server Conn that its peer or the network ended), with a
 // *DatagramTooLargeError when p does not fit one packet, and with ErrDatagramsUnsupported when
 // the peer or the local QUIC configuration has them off.
 func (c *Conn) SendDatagram(p []byte) error {
 	g := c.live()
 	if g == nil {
 		c.mu.Lock()
-		ended := c.ended
+		ended, last := c.ended, c.lastErr
 		c.mu.Unlock()
 		if ended || c.closeReq.Load() {
-			return fmt.Errorf("nq: send datagram: %w", ErrClosed)
+			return fmt.Errorf("nq: send datagram: %w", c.endedErr(last))
 		}
 		return fmt.Errorf("nq: send datagram: %w", ErrConnLost)
 	}
@@ -68,11 +69,9 @@ func (g *generation) receiveDatagrams(handle func(c *Conn, p []byte), after <-ch
 	go func() {
 		defer close(g.datagramsDone)
 		if after != nil {
-			select {
-			case <-after:
-			case <-g.ctx.Done():
-				return
-			}
+			// Even when this generation has ended first: done must mean that every earlier
+			// hook has returned, or the next generation (or finalize) would not wait for them.
+			<-after
 		}
 		for {
 			p, err := g.qc.ReceiveDatagram(g.ctx)

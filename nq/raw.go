@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	quicgo "github.com/quic-go/quic-go"
+
 	"github.com/naquid/naquid/internal/wire"
 )
 
@@ -123,6 +125,17 @@ func (rs *RawStream) wrap(err error) error {
 	var ne interface{ Timeout() bool }
 	if errors.As(err, &ne) && ne.Timeout() {
 		return err // deadlines stay recognisable (os.ErrDeadlineExceeded)
+	}
+	if errors.Is(err, quicgo.ErrStreamClosed) && rs.s.gen.ctx.Err() == nil {
+		// A Write after the write side closed: why it closed decides the error (Close:
+		// ErrClosed; a Reset or a server shutdown closing the connection: ErrConnLost).
+		rs.s.wmu.Lock()
+		why := rs.s.werr
+		rs.s.wmu.Unlock()
+		if why == nil {
+			why = ErrClosed // CloseWrite
+		}
+		return fmt.Errorf("nq: raw stream %s: write after close: %w", rs.s.name, why)
 	}
 	return fmt.Errorf("nq: raw stream %s: %w", rs.s.name, rs.s.gen.classify(err))
 }

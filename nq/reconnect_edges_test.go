@@ -258,6 +258,74 @@ func TestDatagramHookOneAtATime(t *testing.T) {
 	}
 }
 
+// TestDatagramHookOutlivesTwoConnections: a datagram hook still running after two more
+// connections came and went holds back the third connection's datagrams and the finalize hook
+// (a connection that ended before the hook returned used to let the next one through).
+func TestDatagramHookOutlivesTwoConnections(t *testing.T) {
+	e := envs(t)[1](t)
+	addr := datagramEchoServer(t, e, nil)
+	var running, overlaps, calls atomic.Int32
+	first, release := make(chan struct{}), make(chan struct{})
+	again := make(chan struct{}, 1)
+	finalized := make(chan int32, 1)
+	opened := make(chan struct{}, 8)
+	cl := newClient(t, e, clientOptions{
+		onOpen:     func(*nq.Conn) { opened <- struct{}{} },
+		onClose:    func(*nq.Conn, error, int) time.Duration { return 0 },
+		onFinalize: func(*nq.Conn) { finalized <- running.Load() },
+	})
+	cl.OnDatagram = func(*nq.Conn, []byte) {
+		if running.Add(1) > 1 {
+			overlaps.Add(1)
+		}
+		defer running.Add(-1)
+		if calls.Add(1) == 1 {
+			close(first)
+			<-release
+			return
+		}
+		select {
+		case again <- struct{}{}:
+		default:
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := cl.Dial(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, opened, 10*time.Second, "the first connection")
+	sendUntil(t, c, []byte("ping"), first, "datagram hook")
+	c.Reset()
+	waitFor(t, opened, 10*time.Second, "the second connection")
+	c.Reset()
+	waitFor(t, opened, 10*time.Second, "the third connection")
+	for range 10 {
+		if err := c.SendDatagram([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-again:
+		t.Fatal("the third connection's hook ran while the first one's was running")
+	case <-time.After(300 * time.Millisecond):
+	}
+	c.Close()
+	select {
+	case n := <-finalized:
+		t.Fatalf("the finalize hook ran while %d datagram hooks ran", n)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	if n := waitFor(t, finalized, 10*time.Second, "the finalize hook"); n != 0 {
+		t.Fatalf("the finalize hook ran while %d datagram hooks ran", n)
+	}
+	if n := overlaps.Load(); n != 0 {
+		t.Fatalf("the datagram hook ran concurrently with itself %d times", n)
+	}
+}
+
 // TestDatagramHookCallsAcrossReconnect: a client's OnDatagram that makes a call while its
 // connection is going down waits for the next connection and completes there: the connection's
 // end does not wait for the hook (it used to, and the two waited for each other for ever).

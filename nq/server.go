@@ -535,6 +535,11 @@ func (s *Server) serveConn(qc *quicgo.Conn) {
 	delete(s.conns, c)
 	s.counters.addClosed(c)
 	s.mu.Unlock()
+	if ce != nil {
+		c.mu.Lock()
+		c.lastErr = ce // how it ended: later calls and datagrams fail with it
+		c.mu.Unlock()
+	}
 	c.markEnded()
 }
 

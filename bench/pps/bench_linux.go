@@ -72,8 +72,12 @@ func runBench(o options, out, log io.Writer) (err error) {
 	fmt.Fprintf(log, "pps: namespaces %s (%s, cpu %d) and %s (%s, cpu %d)\n",
 		topo.TX.NS, topo.TX.Addr, o.TXCPU, topo.RX.NS, topo.RX.Addr, o.RXCPU)
 	runErr := b.run(ctx)
-	b.res.note("sender on cpu %d, receiver and its kernel work on cpu %d; %v per step, %v warm-up; whole run %v.",
-		o.TXCPU, o.RXCPU, o.Step, o.Warmup, time.Since(started).Round(time.Second))
+	warm := "no warm-up"
+	if o.Warmup > 0 {
+		warm = fmt.Sprintf("%v warm-up", o.Warmup)
+	}
+	b.res.note("sender on cpu %d, receiver and its kernel work on cpu %d; %v per step, %s; whole run %v.",
+		o.TXCPU, o.RXCPU, o.Step, warm, time.Since(started).Round(time.Second))
 	b.res.note("other load before the run: %s (this benchmark needs otherwise idle cores).", background)
 	if runErr != nil {
 		b.res.note("INCOMPLETE: %v", runErr)

@@ -74,8 +74,9 @@ const (
 	defaultSize      = 8
 	defaultTimeout   = 50 * time.Second
 	defaultRounds    = 3
-	maxSize          = 65535 // the echo peer's 2-byte length prefix
-	minSize          = 8     // room for the sequence number
+	maxTimeout       = 24 * time.Hour // the scaled default's ceiling
+	maxSize          = 65535          // the echo peer's 2-byte length prefix
+	minSize          = 8              // room for the sequence number
 )
 
 // withDefaults returns c with zero fields set to their defaults.
@@ -102,7 +103,7 @@ func (c config) withDefaults() config {
 		c.Timeout = defaultTimeout
 		work := float64(c.Rounds) * float64(c.Conns) * float64(c.Calls)
 		if scale := work / (defaultRounds * defaultConns * defaultCalls); scale > 1 {
-			c.Timeout = time.Duration(scale * float64(defaultTimeout)).Round(time.Second)
+			c.Timeout = time.Duration(min(scale*float64(defaultTimeout), float64(maxTimeout))).Round(time.Second)
 		}
 	}
 	return c

@@ -121,6 +121,7 @@ func TestDefaultTimeoutScalesWithWork(t *testing.T) {
 		{config{Conns: 10, Calls: 20000}, defaultTimeout}, // less work than the default
 		{config{Calls: 20000, Rounds: 7}, 467 * time.Second},
 		{config{Calls: 20000, Rounds: 7, Timeout: time.Minute}, time.Minute}, // set: kept
+		{config{Conns: 100000, Calls: 1000000000, Rounds: 100}, maxTimeout},  // no overflow
 	} {
 		if got := tt.cfg.withDefaults().Timeout; got != tt.want {
 			t.Errorf("%+v: timeout %v, want %v", tt.cfg, got, tt.want)

@@ -79,8 +79,8 @@ func (c TickConfig) validate() error {
 // the calls are spread evenly over each period; a call's latency runs from that scheduled time
 // to its answer, whenever the sender actually managed to send it. The measured phase counts the
 // calls that end within it (a steady-state window), and the calls scheduled within it that were
-// still unsent at its end (Missed: the stack, or the load generator on a saturated machine,
-// could not keep up).
+// still unsent one period (1/Rate) after its end (Missed: the stack, or the load generator on a
+// saturated machine, could not keep up).
 func RunTick(ctx context.Context, env Env, cfg TickConfig) (Result, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -157,7 +157,7 @@ func RunTick(ctx context.Context, env Env, cfg TickConfig) (Result, error) {
 	res.LagP99us = us(lag.Latency().P99)
 	fillCost(&res, before, after, cfg.Duration)
 	if missed > 0 {
-		res.AddNote(fmt.Sprintf("overloaded: of %d calls scheduled in the measured phase, %d were not sent within a period after its end (the senders fell behind); %d calls were in flight at its end",
+		res.AddNote(fmt.Sprintf("overloaded: of %d calls scheduled in the measured phase, %d were not sent within a period after its end (the senders fell behind); %d calls were in flight when the senders stopped",
 			t.scheduled.Load(), missed, pending))
 	}
 	addDiagnostics(&res, d)
@@ -182,14 +182,14 @@ type ticker struct {
 	warm      atomic.Int64 // calls answered before the measured phase
 	pending   atomic.Int64 // calls sent and not yet ended
 	scheduled atomic.Int64 // calls scheduled in the measured phase
-	issued    atomic.Int64 // of those, the calls sent before its end
+	issued    atomic.Int64 // of those, the calls sent by one period after its end
 }
 
 func (t *ticker) count() (int64, int64) { return t.warm.Load(), 0 }
 
 // schedule issues the calls of the clients s, s+n, s+2n, ... in time order until t.end. When it
 // is behind, it sends late calls at once (their latency counts from their scheduled time); the
-// calls still unsent when t.end passes are counted as scheduled but never sent.
+// calls still unsent one period after t.end are counted as scheduled but never sent.
 func (t *ticker) schedule(ctx context.Context, s, n int) {
 	lag := t.lag.Shard(s)
 	timer := time.NewTimer(time.Hour)
