@@ -63,12 +63,17 @@ type Client struct {
 	// PreferIPv6 picks an IPv6 address when the host has both; by default IPv4 is preferred.
 	PreferIPv6 bool
 	// OnOpen runs after each successful handshake (every reconnect included), before the
-	// server's streams are served.
+	// server's streams are served. It is the place to restore session state on each new
+	// connection (a login call, say): calls made from it go out on the new connection, but a
+	// server that, before answering, waits for a stream it opened to be served here would wait
+	// for OnOpen to return. A connection the server then refuses (its OnOpen, MaxConns) has
+	// opened too: OnOpen runs, and the close hook follows with ErrRejected.
 	OnOpen func(c *Conn)
 	// OnClose runs once per ended connection attempt (after the streams' close hooks and the
 	// failure of their pending calls) and returns how long to wait before reconnecting, or
 	// NoReconnect. attempt counts the attempts since the last successful open (1 for the first
-	// close after an open). nil means DefaultBackoff. Its return value is ignored when the
+	// close after an open; a connection the server refused at once, ErrRejected, is an attempt,
+	// not an open). nil means DefaultBackoff. Its return value is ignored when the
 	// close was caused by Conn.Close.
 	OnClose func(c *Conn, err error, attempt int) time.Duration
 	// OnFinalize runs once when a Conn ends for good, after Conn.Close. Hooks must not call
@@ -271,7 +276,9 @@ func (cl *Client) Connect(addr string) (*Conn, error) {
 }
 
 // Dial is Connect followed by WaitOpen. If ctx ends first, the Conn is closed and the error
-// says why the connection did not open.
+// says why the connection did not open. A server refuses connections (its OnOpen, MaxConns)
+// right after their handshake, so Dial may return a Conn whose first connection is then refused:
+// the close hook sees ErrRejected.
 func (cl *Client) Dial(ctx context.Context, addr string) (*Conn, error) {
 	c, err := cl.Connect(addr)
 	if err != nil {
@@ -524,6 +531,10 @@ func (c *Conn) supervise() {
 			var opened bool
 			closeErr, opened = c.serveGeneration(qc, tickets)
 			switch {
+			case opened && errors.Is(closeErr, ErrRejected):
+				// Refused right after its handshake (the server's OnOpen or MaxConns): the
+				// back-off keeps growing, as for a failed attempt, instead of starting over.
+				timeouts = 0
 			case opened:
 				attempt, timeouts = 0, 0
 			case isHandshakeTimeout(closeErr): // a 0-RTT attempt whose handshake timed out

@@ -233,8 +233,10 @@ func (c *Conn) Flush() {
 }
 
 // RPC returns the handle of the RPC protocol name on this connection: calls made through it use
-// the connection's own stream of that protocol, opened on first use and again after each
-// reconnect. The handle stays valid for the life of the Conn.
+// a stream of that protocol that this side opens, on first use and again after each reconnect
+// (a server's handle opens its own stream even when the client opened one of that protocol; to
+// push on the client's stream, use the RPCStream a request came on: Request.Stream). The handle
+// stays valid for the life of the Conn.
 func (c *Conn) RPC(name string) *RPC {
 	c.mu.Lock()
 	defer c.mu.Unlock()

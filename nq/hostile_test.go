@@ -3,8 +3,12 @@ package nq_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -170,4 +174,72 @@ func TestMaxConns(t *testing.T) {
 			t.Fatalf("third connection: %v, want ErrRejected", err)
 		}
 	})
+}
+
+// TestMaxConnsAdmitsInOrder: under MaxConns 1, a client whose Dial succeeded keeps its slot and
+// the one that dials after it is refused. (Decided on each connection's goroutine, the cap went
+// to whichever ran first, in about a tenth of the rounds the later client; 30 rounds catch that
+// nearly always.) The refused client's back-off grows with each refusal instead of starting
+// over (a refused connection has opened, but is not an open for the attempt count).
+func TestMaxConnsAdmitsInOrder(t *testing.T) {
+	e := envs(t)[0](t) // kernel UDP: each round's server gets a port of its own
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for round := range 30 {
+		srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: nq.NewMux(), Transport: e.serverFactory, MaxConns: 1}
+		if err := srv.Listen(ctx, e.serverAddr); err != nil {
+			t.Fatal(err)
+		}
+		closed := make(chan string, 4)
+		client := func(name string) *nq.Client {
+			return newClient(t, e, clientOptions{onClose: func(_ *nq.Conn, err error, _ int) time.Duration {
+				closed <- fmt.Sprintf("%s: %v", name, err)
+				return nq.NoReconnect
+			}})
+		}
+		c1, c2 := client("first"), client("second")
+		conn1, err := c1.Dial(ctx, srv.Addr().String())
+		if err != nil {
+			t.Fatalf("round %d: first client: %v", round, err)
+		}
+		c2.Dial(ctx, srv.Addr().String()) // refused: right after its handshake, or before Dial returns
+		if who := waitFor(t, closed, 10*time.Second, "the refusal"); !strings.HasPrefix(who, "second: ") {
+			t.Fatalf("round %d: refused %q, want the second client", round, who)
+		}
+		if !conn1.IsOpen() {
+			t.Fatalf("round %d: the first client's connection closed", round)
+		}
+		c1.Close()
+		c2.Close()
+		srv.Close()
+	}
+	// The back-off after repeated refusals.
+	var attempts []int
+	var mu sync.Mutex
+	refusedTwice := make(chan struct{})
+	srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: nq.NewMux(), Transport: e.serverFactory,
+		OnOpen: func(*nq.Conn) error { return errors.New("full") }}
+	if err := srv.Listen(ctx, e.serverAddr); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cl := newClient(t, e, clientOptions{onClose: func(_ *nq.Conn, err error, attempt int) time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		attempts = append(attempts, attempt)
+		if len(attempts) == 3 {
+			close(refusedTwice)
+			return nq.NoReconnect
+		}
+		return 0
+	}})
+	if _, err := cl.Connect(srv.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, refusedTwice, 10*time.Second, "three refusals")
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(attempts, []int{1, 2, 3}) {
+		t.Fatalf("attempt numbers after refusals %v, want 1, 2, 3 (growing back-off)", attempts)
+	}
 }

@@ -44,7 +44,11 @@ type Server struct {
 	// QUIC is the quic-go configuration. nil means quic.ServerConfig().
 	QUIC *quicgo.Config
 	// MaxConns caps the number of open connections; a connection over the cap is closed right
-	// after its handshake with ErrRejected. 0 means no cap.
+	// after its handshake with ErrRejected (connections are admitted in the order their
+	// handshakes complete). The refusal comes after the handshake, so its client has seen its
+	// connection open (its OnOpen ran, Dial may have returned), and each refused attempt costs
+	// the server a full handshake: DefaultBackoff makes a refused client wait longer after each
+	// refusal (up to 10 s), and MaxHandshakes bounds the handshake work itself. 0 means no cap.
 	MaxConns int
 	// MaxFrameSize bounds RPC frame payloads in both directions. 0 means 1 MiB.
 	MaxFrameSize int
@@ -93,7 +97,11 @@ type Server struct {
 	OnOpen func(c *Conn) error
 	// OnClose runs once when a connection that OnOpen accepted ends (after its streams' close
 	// hooks and the failure of their pending calls), with the reason. Hooks must not call
-	// Server.Close or Shutdown, which wait for them; start those on another goroutine.
+	// Server.Close or Shutdown, which wait for them; start those on another goroutine. A request
+	// handler of the connection may still be running (its Reply then fails with ErrConnLost),
+	// and c.Context() is done before OnClose runs: a handler that adds the connection to shared
+	// state (a player to a room) should check c.Context().Err() under the same lock OnClose
+	// takes to remove it, or the player may stay after OnClose ran.
 	OnClose func(c *Conn, err error)
 	// OnDatagram receives the RFC 9221 datagrams clients send, one at a time per connection, on
 	// a goroutine of that connection; p is the caller's to keep. nil ignores datagrams.
@@ -459,7 +467,8 @@ func (r *attemptRate) countLocked(now time.Time, n int) int {
 	return r.cur + int(float64(r.prev)*frac)
 }
 
-// NumConns returns the number of open connections.
+// NumConns returns the number of open connections within MaxConns (a connection over it, being
+// refused, does not count).
 func (s *Server) NumConns() int { return int(s.nconns.Load()) }
 
 // listener is what Server needs of quic-go's Listener and EarlyListener.
@@ -475,13 +484,24 @@ func (s *Server) acceptLoop(ln listener) {
 		if err != nil {
 			return
 		}
+		// The cap is decided here, in the order the handshakes completed: decided on each
+		// connection's goroutine, it went to whichever the scheduler ran first (often the newer:
+		// Go runs the goroutine started last first), so a client told it was connected could be
+		// refused in favour of one that came after it. Only this loop adds to nconns, so the
+		// count can only have fallen between the check and the add.
+		full := s.MaxConns > 0 && s.nconns.Load() >= int64(s.MaxConns)
+		if !full {
+			s.nconns.Add(1)
+		}
 		// Never block here: quic-go's accept queue is small and refuses handshakes once full.
 		s.wg.Add(1)
-		go s.serveConn(qc)
+		go s.serveConn(qc, full)
 	}
 }
 
-func (s *Server) serveConn(qc *quicgo.Conn) {
+// serveConn runs one accepted connection; full says it is over MaxConns (it is refused and was
+// not counted in nconns).
+func (s *Server) serveConn(qc *quicgo.Conn, full bool) {
 	defer s.wg.Done()
 	s.handshakeDone(qc)
 	c := newConn(s.cfg, nil, s)
@@ -495,7 +515,6 @@ func (s *Server) serveConn(qc *quicgo.Conn) {
 		s.conns[c] = struct{}{}
 	}
 	s.mu.Unlock()
-	n := s.nconns.Add(1)
 	s.counters.accepted.Add(1)
 	// Only a connection the server accepted is announced to the application: OnOpen and OnClose
 	// bracket it; a refused one is closed without either.
@@ -504,7 +523,7 @@ func (s *Server) serveConn(qc *quicgo.Conn) {
 	case closed || s.draining.Load():
 		s.counters.refused.Add(1)
 		g.closeLocal(wire.ConnServerShutdown, "server shutting down")
-	case s.MaxConns > 0 && n > int64(s.MaxConns):
+	case full:
 		s.counters.refused.Add(1)
 		g.closeLocal(wire.ConnRejected, "server full")
 	case s.OnOpen != nil:
@@ -530,7 +549,9 @@ func (s *Server) serveConn(qc *quicgo.Conn) {
 	if accepted && s.OnClose != nil {
 		s.OnClose(c, ce)
 	}
-	s.nconns.Add(-1)
+	if !full {
+		s.nconns.Add(-1)
+	}
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.counters.addClosed(c)
@@ -557,7 +578,8 @@ func (sc *serverCounters) addClosed(c *Conn) {
 
 // ServerStats is a snapshot of a server's counters (cumulative since Listen, except where noted).
 type ServerStats struct {
-	// Conns is the number of open connections (a gauge).
+	// Conns is the number of open connections (a gauge; as NumConns, those being refused over
+	// MaxConns do not count).
 	Conns int
 	// Accepted counts handshakes completed; Refused those then closed by MaxConns, OnOpen or a
 	// shutdown.
