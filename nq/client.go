@@ -28,7 +28,8 @@ const NoReconnect time.Duration = -1
 
 // Client dials Conns that reconnect by themselves. Set the fields before the first Connect or
 // Dial; they must not change afterwards. All Conns of a Client share one packet socket per
-// address family.
+// address family. No hook may call Client.Close, which waits for the hooks: start it on another
+// goroutine.
 type Client struct {
 	// TLS is the client's TLS configuration. Required: set RootCAs to trust the server's CA
 	// (the chain and host are always verified unless InsecureSkipVerify is set). ServerName
@@ -56,7 +57,8 @@ type Client struct {
 	// MaxFrameSize bounds RPC frame payloads in both directions. 0 means 1 MiB.
 	MaxFrameSize int
 	// Resolver looks up host names. nil means net.DefaultResolver. Point its Dial at your own
-	// DNS servers to bypass the system's.
+	// DNS servers to bypass the system's. Every connection attempt resolves the host again (nq
+	// keeps no cache of its own), so a reconnect follows a DNS change.
 	Resolver *net.Resolver
 	// LookupNetIP, when set, replaces Resolver: it returns the addresses of host.
 	LookupNetIP func(ctx context.Context, host string) ([]netip.Addr, error)
@@ -93,8 +95,10 @@ type Client struct {
 	// DeliveryAcks lets sends ask for a delivery ack (RecordStream.SendAck). It traces the
 	// connection's packets, which costs 10-15% of throughput, so it is off by default.
 	DeliveryAcks bool
-	// QlogDir, when set, is the directory each connection writes its qlog trace to
-	// (<connection id>_<client|server>.sqlog), for qvis and other qlog tools.
+	// QlogDir, when set, is the directory each connection writes its qlog trace to, created if
+	// missing: one file per connection (each reconnect a new one), named
+	// <original destination connection id>_<client|server>.sqlog (the same id on both ends),
+	// for qvis and other qlog tools. Tracing costs CPU (about a quarter of the request rate).
 	QlogDir string
 	// Logger receives debug logs with the connection id, remote address and generation. nil
 	// discards them.
@@ -128,20 +132,21 @@ type ClientStats struct {
 	FramesSent, FramesReceived uint64
 }
 
-// TransportStats returns the summed counters of the client's packet sockets, and false when the
-// backend keeps none (transport.Stats) or no socket is open yet.
+// TransportStats returns the summed counters of the client's packet sockets, and false when no
+// socket is open yet or the transport keeps none: a backend without transport.Stats, or kernel
+// UDP, whose sockets quic-go reads and writes itself.
 func (cl *Client) TransportStats() (transport.Counters, bool) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	var sum transport.Counters
 	found := false
 	for _, s := range cl.sockets {
-		st, ok := s.tc.(transport.Stats)
+		st, ok := liveCounters(s.tc, s.pc)
 		if !ok {
 			continue
 		}
 		found = true
-		sum.Add(st.Stats())
+		sum.Add(st)
 	}
 	return sum, found
 }
@@ -664,9 +669,11 @@ func (c *Conn) serveEarly(g *generation, tickets *ticketGuard) *CloseError {
 		return g.teardown()
 	}
 	if !g.qc.ConnectionState().Used0RTT {
-		// The server refused the 0-RTT data: what was sent with it is void.
+		// The server refused the 0-RTT data: what was sent with it is void, and calls made
+		// from now on (the failed ones made again) wait for the confirmed connection.
+		g.refused.Store(true)
 		for _, s := range g.snapshot() {
-			s.close(fmt.Errorf("nq: 0-RTT data refused by the server: %w", ErrConnLost))
+			s.close(fmt.Errorf("%w: %w", Err0RTTRejected, ErrConnLost))
 			<-s.done
 		}
 		if _, err := g.qc.NextConnection(context.Background()); err != nil {
@@ -680,7 +687,10 @@ func (c *Conn) serveEarly(g *generation, tickets *ticketGuard) *CloseError {
 // zero value: the same address as the client's socket, a new port), the way a phone moves from
 // Wi-Fi to cellular: the new path is validated, then used; streams, calls in flight and the
 // generation carry on. The old socket stays open (the client's other Conns share it). The new
-// socket is closed when this connection ends.
+// socket is closed when this connection ends, and reconnects dial from Client.LocalAddr again: a
+// client that may lose the interface of a specific LocalAddr binds a wildcard one (the kernel
+// then routes each new connection), or uses a new Client. If the connection ends while the new
+// path is being validated, Migrate fails at once with ErrConnLost.
 func (c *Conn) Migrate(ctx context.Context, local netip.AddrPort) error {
 	if c.client == nil {
 		return errors.New("nq: Migrate: only a client connection migrates")
@@ -693,7 +703,7 @@ func (c *Conn) Migrate(ctx context.Context, local netip.AddrPort) error {
 		local = c.client.LocalAddr
 		if !local.IsValid() {
 			local = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
-			if remote, err := netip.ParseAddrPort(g.qc.RemoteAddr().String()); err == nil && remote.Addr().Unmap().Is6() {
+			if remote, err := netip.ParseAddrPort(c.RemoteAddr()); err == nil && remote.Addr().Unmap().Is6() {
 				local = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
 			}
 		}
@@ -711,8 +721,15 @@ func (c *Conn) Migrate(ctx context.Context, local netip.AddrPort) error {
 	if err != nil {
 		return fmt.Errorf("nq: Migrate to %s: %w", sock.tc.LocalAddr(), err)
 	}
-	if err := path.Probe(ctx); err != nil {
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(g.ctx, cancel) // the connection ending ends the probe
+	defer stop()
+	if err := path.Probe(pctx); err != nil {
 		path.Close()
+		if g.ctx.Err() != nil {
+			err = g.closeError(context.Cause(g.ctx))
+		}
 		return fmt.Errorf("nq: Migrate to %s: probe: %w", sock.tc.LocalAddr(), err)
 	}
 	if err := path.Switch(); err != nil {

@@ -195,3 +195,68 @@ func TestServerConnEndedByPeer(t *testing.T) {
 		t.Errorf("OpenRaw on a server Conn the peer closed: %v, want ErrConnLost", err)
 	}
 }
+
+// TestCallsAfterCloseFail: once Close has returned, calls, waits and datagrams fail with ErrClosed
+// at once, although the connection is still closing (they used to go through until Done).
+func TestCallsAfterCloseFail(t *testing.T) {
+	e := envs(t)[1](t)
+	f := startFixture(t, e, fixtureOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl := newClient(t, e, clientOptions{})
+	for _, op := range []string{"WaitOpen", "SendDatagram", "Call", "OpenRPC"} {
+		conn, err := cl.Dial(ctx, f.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Close()
+		switch op {
+		case "WaitOpen":
+			err = conn.WaitOpen(ctx)
+		case "SendDatagram":
+			err = conn.SendDatagram([]byte("x"))
+		case "Call":
+			_, err = conn.RPC("rpc").Call(ctx, mPing, nil)
+		case "OpenRPC":
+			_, err = conn.OpenRPC(ctx, "rpc")
+		}
+		if !errors.Is(err, nq.ErrClosed) {
+			t.Errorf("%s right after Close: %v, want ErrClosed", op, err)
+		}
+		<-conn.Done()
+	}
+}
+
+// TestHandleCallWaitBounded: a call through a Conn.RPC handle with a ctx without deadline, made
+// while the client waits to reconnect, fails with ErrTimeout after the protocol's Timeout (it
+// used to wait for the next connection however long that took).
+func TestHandleCallWaitBounded(t *testing.T) {
+	e := envs(t)[1](t)
+	f := startFixture(t, e, fixtureOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	mux := nq.NewMux()
+	if err := mux.HandleRPC("rpc", nq.RPCHandler{Timeout: 300 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{}, 1)
+	conn, err := newClient(t, e, clientOptions{mux: mux, onClose: func(*nq.Conn, error, int) time.Duration {
+		closed <- struct{}{}
+		return time.Minute // reconnects much later than the test waits
+	}}).Dial(ctx, f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.RPC("rpc").Call(ctx, mClose, []byte("conn")); err != nil { // the server closes it
+		t.Fatal(err)
+	}
+	waitFor(t, closed, 10*time.Second, "the close hook")
+	res := make(chan error, 1)
+	go func() {
+		_, err := conn.RPC("rpc").Call(context.Background(), mPing, nil)
+		res <- err
+	}()
+	if err := waitFor(t, res, 10*time.Second, "the call while reconnecting"); !errors.Is(err, nq.ErrTimeout) {
+		t.Fatalf("call while reconnecting: %v, want ErrTimeout", err)
+	}
+}

@@ -62,13 +62,13 @@ type Conn struct {
 	value    any
 	ended    bool // finalized (client) or closed (server)
 	remote   string
-	lastErr  error // why the last connection attempt or generation ended
+	lastErr  error       // why the last connection attempt or generation ended
+	closeReq atomic.Bool // Close was called
 
 	// client only
 	addr      string
 	wake      chan struct{}
 	resetReq  atomic.Bool
-	closeReq  atomic.Bool
 	dialMu    sync.Mutex
 	dialAbort context.CancelFunc
 	closing   chan struct{} // closed by the first Close: waits for a connection give up
@@ -120,7 +120,10 @@ func (c *Conn) Generation() uint64 {
 func (c *Conn) RemoteAddr() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gen != nil {
+	if c.gen != nil && c.client == nil {
+		// The peer's address changes when it migrates. (A client's migration changes only its
+		// own address: it keeps the one read when the connection opened, as reading quic-go's
+		// while Migrate switches paths would race with quic-go's connection loop.)
 		return c.gen.qc.RemoteAddr().String()
 	}
 	return c.remote
@@ -164,6 +167,11 @@ func (c *Conn) WaitOpen(ctx context.Context) error {
 // current returns the generation that is up, waiting for one.
 func (c *Conn) current(ctx context.Context) (*generation, error) {
 	for {
+		if c.closeReq.Load() {
+			// Close was called: calls made after it fail, even while the connection is still
+			// closing (the calls already in flight get their answers).
+			return nil, fmt.Errorf("nq: conn %d: %w", c.id, ErrClosed)
+		}
 		c.mu.Lock()
 		g, up, ended, early, earlyUp := c.gen, c.up, c.ended, c.early, c.earlyUp
 		parked, parkedCh, last := c.parked, c.parkedCh, c.lastErr
@@ -174,10 +182,14 @@ func (c *Conn) current(ctx context.Context) (*generation, error) {
 		if parked {
 			return nil, fmt.Errorf("nq: conn %d: not reconnecting (NoReconnect) after: %w", c.id, errors.Join(ErrConnLost, last))
 		}
+		if early != nil && early.refused.Load() {
+			// Its 0-RTT data was refused: wait for its handshake (up) like any other call.
+			early, earlyUp = nil, nil
+		}
 		if early != nil && isIdempotent(ctx) {
 			return early, nil
 		}
-		if ended || c.closeReq.Load() {
+		if ended {
 			return nil, fmt.Errorf("nq: conn %d: %w", c.id, c.endedErr(last))
 		}
 		if c.server != nil {
@@ -253,7 +265,9 @@ func (c *Conn) RPC(name string) *RPC {
 
 // Close ends the Conn. On a client it stops reconnecting, closes the current connection (the
 // close hook runs, then the finalize hook) and returns at once; wait on Done to know it ended.
-// On a server it closes the connection; the close hook follows.
+// On a server it closes the connection; the close hook follows. Calls, opens and datagrams
+// made after Close fail with ErrClosed; those already in flight still get their answers while
+// the connection closes gracefully.
 func (c *Conn) Close() error {
 	if c.client != nil {
 		c.closeReq.Store(true)
@@ -262,6 +276,7 @@ func (c *Conn) Close() error {
 		c.signal()
 		return nil
 	}
+	c.closeReq.Store(true) // calls from now on fail with ErrClosed
 	g := c.live()
 	if g != nil {
 		g.closeGraceful(wire.ConnClosedByApp, "closed by application")
@@ -271,7 +286,9 @@ func (c *Conn) Close() error {
 
 // Reset closes the current connection of a client Conn and reconnects (after the wait the close
 // hook returns). While the client waits to reconnect, Reset reconnects at once. On a server
-// Conn it does nothing.
+// Conn it does nothing. It returns at once: the close follows on the Conn's goroutine. What the
+// reset cuts off fails as a lost connection does (ErrConnLost, not ErrClosed, which is for
+// Close).
 func (c *Conn) Reset() {
 	if c.client == nil {
 		return
@@ -381,6 +398,9 @@ type generation struct {
 	acks   *ackTracker // delivery acks, when the connection traces them
 	early  atomic.Bool // the generation may carry 0-RTT data (before its handshake completes)
 	ending atomic.Bool // the connection is closing: new calls wait for the next generation
+	// refused: the server refused its 0-RTT data; no new call goes early on it (they wait for
+	// the handshake).
+	refused atomic.Bool
 
 	datagramsDone chan struct{} // closed when the datagram hook's goroutine ends (nil: none)
 
@@ -572,6 +592,10 @@ func (g *generation) classify(err error) error {
 	}
 	if errors.Is(err, io.EOF) {
 		return ErrClosed
+	}
+	if errors.Is(err, quicgo.Err0RTTRejected) {
+		g.refused.Store(true) // noticed on a stream before the handshake completed
+		return fmt.Errorf("%w: %w", Err0RTTRejected, ErrConnLost)
 	}
 	if errors.Is(err, quicgo.ErrStreamClosed) {
 		// A write after this side closed the stream (Close or CloseWrite).

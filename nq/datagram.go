@@ -28,16 +28,20 @@ var ErrDatagramsUnsupported = errors.New("nq: datagrams not supported on this co
 // that stopped answering) it waits until one leaves or the connection ends, so a loop that must
 // never wait should send from a goroutine of its own. It fails with ErrClosed once this side's
 // application closed the Conn, with ErrConnLost while no generation is up otherwise (and on a
-// server Conn that its peer or the network ended), with a
-// *DatagramTooLargeError when p does not fit one packet, and with ErrDatagramsUnsupported when
-// the peer or the local QUIC configuration has them off.
+// server Conn that its peer or the network ended), with a *DatagramTooLargeError when p does not
+// fit one packet, and with ErrDatagramsUnsupported when the peer or the local QUIC configuration
+// has them off. A nil error means the datagram was queued, not that it arrived: on a path that
+// died, sends succeed (or wait, as above) until the connection's idle timeout ends it.
 func (c *Conn) SendDatagram(p []byte) error {
+	if c.closeReq.Load() {
+		return fmt.Errorf("nq: send datagram: %w", ErrClosed)
+	}
 	g := c.live()
 	if g == nil {
 		c.mu.Lock()
 		ended, last := c.ended, c.lastErr
 		c.mu.Unlock()
-		if ended || c.closeReq.Load() {
+		if ended {
 			return fmt.Errorf("nq: send datagram: %w", c.endedErr(last))
 		}
 		return fmt.Errorf("nq: send datagram: %w", ErrConnLost)

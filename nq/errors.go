@@ -35,6 +35,11 @@ var (
 	ErrResolve = errors.New("nq: cannot resolve host")
 	// ErrAnswered: Reply or Fail was called on a request that was already answered.
 	ErrAnswered = errors.New("nq: request already answered")
+	// Err0RTTRejected: the server refused the 0-RTT data of a reconnect (it no longer allows
+	// 0-RTT, or could not resume the session): the calls sent in it (marked Idempotent) failed
+	// and were not run; they also match ErrConnLost. Being idempotent, they may be made again
+	// at once: the connection itself is up.
+	Err0RTTRejected = errors.New("nq: 0-RTT data refused by the server")
 )
 
 type timeoutError struct{}
@@ -87,9 +92,12 @@ func (e *RemoteError) Is(target error) bool {
 }
 
 // CloseError says why a connection ended. It is what the close hooks receive. A close caused by
-// the local application (Close) matches ErrClosed; every other close matches ErrConnLost and, when
-// the cause is known, one of ErrServerShutdown (the server drained and closed), ErrRejected (the
-// server's open hook refused the connection) or ErrResolve (the host name did not resolve).
+// the local application (Close) matches ErrClosed; every other close (a Reset included) matches
+// ErrConnLost and, when the cause is known, one of ErrServerShutdown (the server drained and
+// closed), ErrRejected (the server's open hook or MaxConns refused the connection) or ErrResolve
+// (the host name did not resolve). A server closed or shut down in the instant between a
+// client's handshake and the server's accepting it refuses it with QUIC's CONNECTION_REFUSED:
+// that client sees a plain ErrConnLost.
 type CloseError struct {
 	// Remote is true when the peer closed the connection.
 	Remote bool

@@ -45,7 +45,9 @@ func (m *Mux) HandleRaw(name string, h RawHandler) error {
 }
 
 // OpenRaw opens a raw stream of protocol name on the current generation (waiting for one on a
-// reconnecting client). The protocol must be registered with HandleRaw.
+// reconnecting client). The protocol must be registered with HandleRaw. The stream ends with
+// its generation (unlike a Conn.RPC handle, it does not follow reconnects): a client reopens
+// the streams it needs in Client.OnOpen.
 func (c *Conn) OpenRaw(ctx context.Context, name string) (*RawStream, error) {
 	b, err := c.open(ctx, name, "raw")
 	if err != nil {

@@ -70,6 +70,8 @@ func HandleRecords[T any](m *Mux, name string, codec Codec[T], h RecordHandler[T
 
 // OpenRecords opens a record stream of protocol name on c's current generation (waiting for one
 // on a reconnecting client). The protocol must be registered with HandleRecords for the same T.
+// The stream ends with its generation (unlike a Conn.RPC handle, it does not follow
+// reconnects): a client reopens the streams it needs in Client.OnOpen.
 func OpenRecords[T any](ctx context.Context, c *Conn, name string) (*RecordStream[T], error) {
 	if p, _ := c.cfg.mux.lookup(name); p != nil && p.kind() == "record" {
 		if _, ok := p.(recordProtocol[T]); !ok {

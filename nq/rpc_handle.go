@@ -9,7 +9,9 @@ import (
 // RPC is a connection's handle on one RPC protocol, from Conn.RPC. It follows reconnects: each
 // call goes over the connection's own stream of that protocol in the current generation, opened
 // on first use. Calls in flight when a generation ends fail with ErrConnLost; later calls wait
-// (within their ctx) for the next generation. Safe for concurrent use.
+// for the next generation, within their ctx or, when it has no deadline, within the protocol's
+// RPCHandler.Timeout (then they fail with ErrTimeout; the call, once sent, has that timeout
+// again). Safe for concurrent use.
 type RPC struct {
 	conn *Conn
 	name string
@@ -64,9 +66,33 @@ func (h *RPC) usable(ctx context.Context, s *RPCStream) bool {
 	return !g.early.Load() || g.confirmed() || isIdempotent(ctx)
 }
 
+// callStream is Stream for a call: when ctx has no deadline, the wait for a connection and the
+// stream's opening are bounded by the protocol's call timeout (the cached stream's, or the
+// Mux's handler's), as the call itself then is.
+func (h *RPC) callStream(ctx context.Context) (*RPCStream, error) {
+	s := h.cur.Load()
+	if s != nil && h.usable(ctx, s) {
+		return s, nil
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		timeout := DefaultCallTimeout
+		if s != nil {
+			timeout = s.timeout
+		} else if p, _ := h.conn.cfg.mux.lookup(h.name); p != nil {
+			if rp, ok := p.(rpcProtocol); ok && rp.h.Timeout > 0 {
+				timeout = rp.h.Timeout
+			}
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	return h.Stream(ctx)
+}
+
 // Call is RPCStream.Call on the handle's current stream.
 func (h *RPC) Call(ctx context.Context, method uint32, payload []byte) ([]byte, error) {
-	s, err := h.Stream(ctx)
+	s, err := h.callStream(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -75,17 +101,17 @@ func (h *RPC) Call(ctx context.Context, method uint32, payload []byte) ([]byte, 
 
 // Go is RPCStream.Go on the handle's current stream.
 func (h *RPC) Go(ctx context.Context, method uint32, payload []byte, done func(reply []byte, err error)) error {
-	s, err := h.Stream(ctx)
+	s, err := h.callStream(ctx)
 	if err != nil {
 		return err
 	}
 	return s.Go(ctx, method, payload, done)
 }
 
-// Notify is RPCStream.Notify on the handle's current stream; ctx bounds the wait for a
-// connection and the stream's opening.
+// Notify is RPCStream.Notify on the handle's current stream; ctx (or, without a deadline, the
+// protocol's call timeout) bounds the wait for a connection and the stream's opening.
 func (h *RPC) Notify(ctx context.Context, method uint32, payload []byte) error {
-	s, err := h.Stream(ctx)
+	s, err := h.callStream(ctx)
 	if err != nil {
 		return err
 	}

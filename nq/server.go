@@ -67,9 +67,11 @@ type Server struct {
 	TokenKey *quicgo.TokenGeneratorKey
 	// StatelessResetKey lets the server answer packets of connections it does not know (those
 	// of a previous instance that crashed or lost its state) with a QUIC stateless reset, so
-	// their clients learn at once that the connection is gone and reconnect, instead of waiting
-	// for their idle timeout (quic-go answers packets longer than 42 bytes only, so that resets
-	// cannot loop). nil sends no resets. For resets after a restart, every instance behind the
+	// their clients learn at their next packet that the connection is gone and reconnect,
+	// instead of waiting for their idle timeout. quic-go answers packets longer than 42 bytes
+	// only, so that resets cannot loop: a client that sends nothing but keep-alives (about 25
+	// bytes) is not reset and still waits for its idle timeout (5.5 s with quic.ClientConfig);
+	// one that makes a call or sends a datagram learns within a round trip. nil sends no resets. For resets after a restart, every instance behind the
 	// address must use the same key (and keep it secret: whoever has it can reset the server's
 	// connections).
 	StatelessResetKey *quicgo.StatelessResetKey
@@ -115,8 +117,10 @@ type Server struct {
 	// DeliveryAcks lets sends ask for a delivery ack (RecordStream.SendAck). It traces the
 	// connection's packets, which costs 10-15% of throughput, so it is off by default.
 	DeliveryAcks bool
-	// QlogDir, when set, is the directory each connection writes its qlog trace to
-	// (<connection id>_<client|server>.sqlog), for qvis and other qlog tools.
+	// QlogDir, when set, is the directory each connection writes its qlog trace to, created if
+	// missing: one file per connection (each reconnect a new one), named
+	// <original destination connection id>_<client|server>.sqlog (the same id on both ends),
+	// for qvis and other qlog tools. Tracing costs CPU (about a quarter of the request rate).
 	QlogDir string
 	// Logger receives debug and error logs, each with the connection id, remote address and
 	// generation. nil discards them.
@@ -546,11 +550,11 @@ func (s *Server) serveConn(qc *quicgo.Conn, full bool) {
 	c.end(g) // calls from now on see the connection gone, not a dying generation
 	ce := g.teardown()
 	c.cancel() // alarms stop before the close hook
+	if !full {
+		s.nconns.Add(-1) // the close hook (and what it signals) sees the connection gone
+	}
 	if accepted && s.OnClose != nil {
 		s.OnClose(c, ce)
-	}
-	if !full {
-		s.nconns.Add(-1)
 	}
 	s.mu.Lock()
 	delete(s.conns, c)
@@ -623,12 +627,22 @@ func (s *Server) Stats() ServerStats {
 }
 
 // TransportStats returns the counters of the server's packet transport, and false when the
-// backend keeps none (transport.Stats) or the server is not listening. Kernel UDP hands its
-// socket to quic-go, so its counters stay at zero.
+// server is not listening or the transport keeps none: a backend without transport.Stats, or
+// kernel UDP, whose socket quic-go reads and writes itself.
 func (s *Server) TransportStats() (transport.Counters, bool) {
 	s.mu.Lock()
-	tc := s.tconn
+	tc, pc := s.tconn, s.pc
 	s.mu.Unlock()
+	return liveCounters(tc, pc)
+}
+
+// liveCounters returns the counters of tc, the transport behind pc, if it keeps them: not when
+// pc is the kernel socket itself (quic.PacketConn hands kernel UDP to quic-go untouched, so
+// the transport's own counters never move).
+func liveCounters(tc transport.Conn, pc net.PacketConn) (transport.Counters, bool) {
+	if _, kernel := pc.(*net.UDPConn); kernel {
+		return transport.Counters{}, false
+	}
 	if st, ok := tc.(transport.Stats); ok {
 		return st.Stats(), true
 	}
@@ -667,8 +681,9 @@ const drainPoll = 2 * time.Millisecond
 // Shutdown drains the server: new connections and new calls are refused (calls fail with a
 // *RemoteError matching ErrServerShutdown), requests already being handled get their answers,
 // and once none is left, or when ctx ends, every connection is closed with the shutdown code
-// (clients' close hooks see ErrServerShutdown) and the socket is released. It returns nil when
-// everything drained, or an error wrapping ctx's error that says how many requests were cut off.
+// (clients' close hooks see ErrServerShutdown; their calls that ctx cut off fail with
+// ErrConnLost) and the socket is released. It returns nil when everything drained, or an error
+// wrapping ctx's error that says how many requests were cut off.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.started || s.closed {

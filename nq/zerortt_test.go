@@ -2,6 +2,7 @@ package nq_test
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"testing"
 	"time"
@@ -88,5 +89,70 @@ func TestZeroRTT(t *testing.T) {
 	}
 	if <-early {
 		t.Fatal("an unmarked call was Early")
+	}
+}
+
+// TestZeroRTTRejected: when the server a client reconnects to refuses its 0-RTT data (0-RTT is
+// off there, or the session cannot be resumed), the idempotent call sent in it fails with an
+// error matching Err0RTTRejected (and ErrConnLost), and the same call made again succeeds on the
+// connection, which is up.
+func TestZeroRTTRejected(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		sameKeys bool // the new server resumes the session, with 0-RTT off
+	}{{"0-RTT off", true}, {"new ticket keys", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := lossyEnv(t, 0)
+			for _, dir := range [][2]string{{"192.0.2.2", "192.0.2.1"}, {"192.0.2.1", "192.0.2.2"}} {
+				if err := e.net.SetLink(netip.MustParseAddr(dir[0]), netip.MustParseAddr(dir[1]), memconn.LinkConfig{Latency: 20 * time.Millisecond}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mux := nq.NewMux()
+			if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(req *nq.Request) { req.Reply(nil) }}); err != nil {
+				t.Fatal(err)
+			}
+			serve := func(key byte, allow0RTT bool) *nq.Server {
+				tlsConf := certs(t).ServerTLS()
+				tlsConf.SetSessionTicketKeys([][32]byte{{key}})
+				srv := &nq.Server{TLS: tlsConf, Mux: mux, Transport: e.serverFactory, Allow0RTT: allow0RTT}
+				if err := srv.Listen(context.Background(), e.serverAddr); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { srv.Close() })
+				return srv
+			}
+			first := serve(1, true)
+			closed := make(chan struct{}, 4)
+			cl := newClient(t, e, clientOptions{onClose: func(*nq.Conn, error, int) time.Duration {
+				closed <- struct{}{}
+				return 200 * time.Millisecond
+			}})
+			cl.Allow0RTT = true
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			conn, err := cl.Dial(ctx, first.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			rpc := conn.RPC("rpc")
+			if _, err := rpc.Call(ctx, mPing, nil); err != nil { // the session ticket arrives with it
+				t.Fatal(err)
+			}
+			first.Close()
+			waitFor(t, closed, 10*time.Second, "the first server's close")
+			key := byte(2)
+			if tc.sameKeys {
+				key = 1
+			}
+			serve(key, false)
+			_, err = rpc.Call(nq.Idempotent(ctx), mPing, nil)
+			if !errors.Is(err, nq.Err0RTTRejected) || !errors.Is(err, nq.ErrConnLost) {
+				t.Fatalf("idempotent call in refused 0-RTT data: %v, want Err0RTTRejected and ErrConnLost", err)
+			}
+			if _, err := rpc.Call(nq.Idempotent(ctx), mPing, nil); err != nil {
+				t.Fatalf("the call made again: %v", err)
+			}
+		})
 	}
 }

@@ -267,8 +267,9 @@ var (
 	// network namespace).
 	ErrInterfaceNotFound = errors.New("afxdp: interface not found")
 	// ErrPermission: the process lacks a privilege: CAP_NET_ADMIN, CAP_BPF (CAP_SYS_ADMIN before
-	// Linux 5.8) and CAP_NET_RAW are needed, or root.
-	ErrPermission = errors.New("afxdp: permission denied (needs CAP_NET_ADMIN, CAP_BPF and CAP_NET_RAW, or root)")
+	// Linux 5.8) and CAP_NET_RAW are needed, or root; registering the UMEM also needs
+	// CAP_IPC_LOCK or room under RLIMIT_MEMLOCK (the wrapped error says which step failed).
+	ErrPermission = errors.New("afxdp: permission denied (needs CAP_NET_ADMIN, CAP_BPF and CAP_NET_RAW, or root; and CAP_IPC_LOCK or a larger RLIMIT_MEMLOCK for the UMEM)")
 	// ErrQueueRange: a configured queue id is not below the interface's RX queue count.
 	ErrQueueRange = errors.New("afxdp: queue out of range")
 	// ErrInterfaceBusy: another XDP program is attached to the interface (another Conn, or

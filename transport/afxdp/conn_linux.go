@@ -91,8 +91,9 @@ type Conn struct {
 // binds an AF_XDP socket to every configured RX queue. local may be an address of the interface,
 // 0.0.0.0 (IPv4 only) or [::] (IPv4 and IPv6). ctx bounds the setup only.
 //
-// New resolves the interface in the calling thread's network namespace. Errors are *ConfigError
-// for a bad cfg, and otherwise *SetupError values naming the interface, queue and step, matching
+// New resolves the interface in the calling thread's network namespace. Errors match
+// ErrInvalidAddress for an invalid local address; they are *ConfigError for a bad cfg, and
+// otherwise *SetupError values naming the interface, queue and step, matching
 // ErrInterfaceNotFound, ErrPermission, ErrQueueRange, ErrInterfaceBusy or ErrUnsupported where
 // that is the cause.
 func New(ctx context.Context, local netip.AddrPort, cfg Config) (_ *Conn, err error) {

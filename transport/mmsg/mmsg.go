@@ -60,7 +60,8 @@ type Config struct {
 	// ReadBuffer and WriteBuffer are the socket buffer sizes in bytes. Default
 	// DefaultSocketBuffer (7 MiB). With CAP_NET_ADMIN the size is forced past the system
 	// limits (SO_RCVBUFFORCE / SO_SNDBUFFORCE); otherwise the kernel caps it at
-	// net.core.rmem_max / wmem_max.
+	// net.core.rmem_max / wmem_max. Under nq, quic-go raises a smaller size to 7 MiB when it
+	// sets the socket up.
 	ReadBuffer, WriteBuffer int
 	// DisableGSO turns UDP segmentation offload off for sends: every datagram is its own
 	// message in the sendmmsg batch. Default false (GSO used when the kernel has it).

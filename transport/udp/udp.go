@@ -58,14 +58,19 @@ const maxBufferSize = 1 << 30
 type Config struct {
 	// ReadBuffer is the socket receive buffer (SO_RCVBUF) in bytes. 0 means DefaultBufferSize
 	// (4 MiB). Root (CAP_NET_ADMIN) gets the size asked for through SO_RCVBUFFORCE; otherwise the
-	// kernel caps it at net.core.rmem_max. At most 1 GiB.
+	// kernel caps it at net.core.rmem_max. At most 1 GiB. Under nq, quic-go takes the socket
+	// and raises a buffer smaller than 7 MiB to 7 MiB (forced, as root), so smaller sizes hold
+	// only for other users of the Conn.
 	ReadBuffer int
 	// WriteBuffer is the socket send buffer (SO_SNDBUF) in bytes. 0 means DefaultBufferSize
 	// (4 MiB). Root gets it through SO_SNDBUFFORCE; otherwise the kernel caps it at
-	// net.core.wmem_max. At most 1 GiB.
+	// net.core.wmem_max. At most 1 GiB. quic-go raises it as it does ReadBuffer.
 	WriteBuffer int
 	// DisableGSO makes WriteBatch split segmented messages into single datagrams in software even
-	// when the kernel supports UDP GSO. The zero value uses GSO when available.
+	// when the kernel supports UDP GSO. The zero value uses GSO when available. Under nq,
+	// quic-go writes to this transport's socket itself and decides on GSO alone: quic-go's
+	// QUIC_GO_DISABLE_GSO=1 environment variable turns it off there (NQ_DISABLE_GSO, this
+	// option's switch for the mmsg transport, does not).
 	DisableGSO bool
 }
 

@@ -108,8 +108,8 @@ func (k *KeyType) UnmarshalText(text []byte) error {
 // for localhost, 127.0.0.1 and ::1, valid from one hour ago for 30 days.
 type Options struct {
 	// Hosts are the names the leaf is valid for. Each entry is a DNS name (a leading "*." label
-	// makes a wildcard) or an IP literal without brackets or zone; DNS names become DNS SANs, IP
-	// literals IP SANs. Duplicates are ignored. Default: [DefaultHosts].
+	// makes a wildcard; a trailing dot is dropped) or an IP literal without brackets or zone; DNS
+	// names become DNS SANs, IP literals IP SANs. Duplicates are ignored. Default: [DefaultHosts].
 	Hosts []string
 	// KeyType is the key pair type of both certificates. Default: ECDSAP256 (the zero value).
 	KeyType KeyType
@@ -179,8 +179,11 @@ func (o *Options) validate() (hostSANs, error) {
 			}
 			continue
 		}
+		if strings.HasSuffix(h, ".") && len(h) > 1 {
+			h = h[:len(h)-1] // a fully qualified name: certificates name it without the root dot
+		}
 		if reason := checkDNSName(h); reason != "" {
-			return sans, &OptionError{Field: field, Reason: fmt.Sprintf("%q: %s", h, reason)}
+			return sans, &OptionError{Field: field, Reason: fmt.Sprintf("%q: %s", hosts[i], reason)}
 		}
 		key := strings.ToLower(h)
 		if !seen[key] {

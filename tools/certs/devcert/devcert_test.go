@@ -85,7 +85,7 @@ func TestNewDefaults(t *testing.T) {
 func TestNewOptionsApplied(t *testing.T) {
 	notBefore := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	b, err := New(Options{
-		Hosts:        []string{"192.0.2.1", "Game.Example.Test", "game.example.test", "192.0.2.1", "::ffff:192.0.2.1"},
+		Hosts:        []string{"192.0.2.1", "Game.Example.Test", "game.example.test", "192.0.2.1", "::ffff:192.0.2.1", "game.example.test."},
 		KeyType:      Ed25519,
 		Validity:     48 * time.Hour,
 		NotBefore:    notBefore,
@@ -336,7 +336,7 @@ func TestOptionErrors(t *testing.T) {
 		{"empty host", Options{Hosts: []string{"localhost", ""}}, "Hosts[1]"},
 		{"space in host", Options{Hosts: []string{"bad host"}}, "Hosts[0]"},
 		{"empty label", Options{Hosts: []string{"a..b"}}, "Hosts[0]"},
-		{"trailing dot", Options{Hosts: []string{"example.test."}}, "Hosts[0]"},
+		{"a dot alone", Options{Hosts: []string{"."}}, "Hosts[0]"},
 		{"wildcard alone", Options{Hosts: []string{"*"}}, "Hosts[0]"},
 		{"wildcard inside", Options{Hosts: []string{"a.*.test"}}, "Hosts[0]"},
 		{"bracketed IPv6", Options{Hosts: []string{"[::1]"}}, "Hosts[0]"},
