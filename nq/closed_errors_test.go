@@ -3,12 +3,10 @@ package nq_test
 import (
 	"context"
 	"errors"
-	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/naquid/naquid/nq"
-	"github.com/naquid/naquid/transport/memconn"
 )
 
 // TestClosedByThisSideIsErrClosed: what this side's application closed fails with ErrClosed, not
@@ -18,16 +16,9 @@ func TestClosedByThisSideIsErrClosed(t *testing.T) {
 	e := envs(t)[1](t)
 	mux := echoMux(t, "")
 	addr := startEchoServer(t, e, mux, 0)
-	cmux := nq.NewMux()
-	if err := cmux.HandleRaw("raw", nq.RawHandler{}); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	conn, err := newClient(t, e, clientOptions{mux: cmux}).Dial(ctx, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := rawClient(ctx, t, e, addr, clientOptions{})
 	for _, how := range []string{"Close", "CloseWrite"} {
 		s, err := conn.OpenRaw(ctx, "raw")
 		if err != nil {
@@ -57,12 +48,7 @@ func TestClosedByThisSideIsErrClosed(t *testing.T) {
 // TestEarlyStreamGeneration: a stream opened in 0-RTT reports generation 0 until its handshake
 // completes, then the Conn's generation number, without a data race on the way (run with -race).
 func TestEarlyStreamGeneration(t *testing.T) {
-	e := lossyEnv(t, 0)
-	for _, d := range [][2]string{{"192.0.2.2", "192.0.2.1"}, {"192.0.2.1", "192.0.2.2"}} {
-		if err := e.net.SetLink(netip.MustParseAddr(d[0]), netip.MustParseAddr(d[1]), memconn.LinkConfig{Latency: 20 * time.Millisecond}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e := slowLinkEnv(t)
 	mux := nq.NewMux()
 	if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(r *nq.Request) { r.Reply(nil) }}); err != nil {
 		t.Fatal(err)
@@ -72,12 +58,7 @@ func TestEarlyStreamGeneration(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	closed := make(chan struct{}, 4)
-	cl := newClient(t, e, clientOptions{onClose: func(*nq.Conn, error, int) time.Duration {
-		closed <- struct{}{}
-		return 100 * time.Millisecond
-	}})
-	cl.Allow0RTT = true
+	cl, closed := earlyClient(t, e, 100*time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	conn, err := cl.Dial(ctx, srv.Addr().String())
@@ -139,17 +120,9 @@ func TestRawWriteAfterReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := startEchoServer(t, e, smux, 0)
-	cmux := nq.NewMux()
-	if err := cmux.HandleRaw("raw", nq.RawHandler{}); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cl := newClient(t, e, clientOptions{mux: cmux, onClose: func(*nq.Conn, error, int) time.Duration { return nq.NoReconnect }})
-	conn, err := cl.Dial(ctx, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := rawClient(ctx, t, e, addr, clientOptions{onClose: func(*nq.Conn, error, int) time.Duration { return nq.NoReconnect }})
 	s, err := conn.OpenRaw(ctx, "raw")
 	if err != nil {
 		t.Fatal(err)
@@ -259,4 +232,18 @@ func TestHandleCallWaitBounded(t *testing.T) {
 	if err := waitFor(t, res, 10*time.Second, "the call while reconnecting"); !errors.Is(err, nq.ErrTimeout) {
 		t.Fatalf("call while reconnecting: %v, want ErrTimeout", err)
 	}
+}
+
+// rawClient dials addr with a client (options o) whose Mux serves the raw protocol "raw".
+func rawClient(ctx context.Context, t *testing.T, e *env, addr string, o clientOptions) *nq.Conn {
+	t.Helper()
+	o.mux = nq.NewMux()
+	if err := o.mux.HandleRaw("raw", nq.RawHandler{}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := newClient(t, e, o).Dial(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
 }

@@ -181,6 +181,51 @@ func sendUntil(t *testing.T, c *nq.Conn, p []byte, ready <-chan struct{}, what s
 	}
 }
 
+// hookProbe watches a client's datagram hook: how many run at once, and what the finalize hook
+// sees. Its client reconnects at once and signals each open on opened.
+type hookProbe struct {
+	running, overlaps atomic.Int32
+	finalized         chan int32 // the number of hooks running when the finalize hook ran
+	opened            chan struct{}
+}
+
+func newHookProbe(t *testing.T, e *env) (*hookProbe, *nq.Client) {
+	p := &hookProbe{finalized: make(chan int32, 1), opened: make(chan struct{}, 8)}
+	cl := newClient(t, e, clientOptions{
+		onOpen:     func(*nq.Conn) { p.opened <- struct{}{} },
+		onClose:    func(*nq.Conn, error, int) time.Duration { return 0 },
+		onFinalize: func(*nq.Conn) { p.finalized <- p.running.Load() },
+	})
+	return p, cl
+}
+
+// enter counts a hook run; call the function it returns when the run ends.
+func (p *hookProbe) enter() func() {
+	if p.running.Add(1) > 1 {
+		p.overlaps.Add(1)
+	}
+	return func() { p.running.Add(-1) }
+}
+
+// closeWhileRunning closes c while a hook runs (until release is closed) and checks that the
+// finalize hook waits for it, and that no two hooks ever ran at once.
+func (p *hookProbe) closeWhileRunning(t *testing.T, c *nq.Conn, release chan struct{}) {
+	t.Helper()
+	c.Close()
+	select {
+	case n := <-p.finalized:
+		t.Fatalf("the finalize hook ran while %d datagram hooks ran", n)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	if n := waitFor(t, p.finalized, 10*time.Second, "the finalize hook"); n != 0 {
+		t.Fatalf("the finalize hook ran while %d datagram hooks ran", n)
+	}
+	if n := p.overlaps.Load(); n != 0 {
+		t.Fatalf("the datagram hook ran concurrently with itself %d times", n)
+	}
+}
+
 // TestDatagramHookOneAtATime: a client's OnDatagram never runs concurrently with itself, across
 // reconnects too: while the hook of one connection is still running, the next connection (which
 // opens meanwhile: the close hook does not wait for it) hands it nothing; it does once the hook
@@ -188,22 +233,13 @@ func sendUntil(t *testing.T, c *nq.Conn, p []byte, ready <-chan struct{}, what s
 func TestDatagramHookOneAtATime(t *testing.T) {
 	e := envs(t)[1](t)
 	addr := datagramEchoServer(t, e, nil)
-	var running, overlaps, calls atomic.Int32
+	var calls atomic.Int32
 	first, second := make(chan struct{}), make(chan struct{})
 	releaseFirst, releaseSecond := make(chan struct{}), make(chan struct{})
 	again := make(chan struct{}, 1)
-	finalized := make(chan int32, 1)
-	opened := make(chan struct{}, 4)
-	cl := newClient(t, e, clientOptions{
-		onOpen:     func(*nq.Conn) { opened <- struct{}{} },
-		onClose:    func(*nq.Conn, error, int) time.Duration { return 0 },
-		onFinalize: func(*nq.Conn) { finalized <- running.Load() },
-	})
+	probe, cl := newHookProbe(t, e)
 	cl.OnDatagram = func(_ *nq.Conn, p []byte) {
-		if running.Add(1) > 1 {
-			overlaps.Add(1)
-		}
-		defer running.Add(-1)
+		defer probe.enter()()
 		switch n := calls.Add(1); {
 		case n == 1:
 			close(first)
@@ -225,9 +261,9 @@ func TestDatagramHookOneAtATime(t *testing.T) {
 		t.Fatal(err)
 	}
 	sendUntil(t, c, []byte("ping"), first, "datagram hook")
-	waitFor(t, opened, 10*time.Second, "the first connection")
+	waitFor(t, probe.opened, 10*time.Second, "the first connection")
 	c.Reset()
-	waitFor(t, opened, 10*time.Second, "a second connection while the first one's datagram hook runs")
+	waitFor(t, probe.opened, 10*time.Second, "a second connection while the first one's datagram hook runs")
 	// The second connection's datagrams wait for the first hook.
 	for range 10 {
 		if err := c.SendDatagram([]byte("ping")); err != nil {
@@ -243,19 +279,7 @@ func TestDatagramHookOneAtATime(t *testing.T) {
 	sendUntil(t, c, []byte("ping"), again, "datagram after the first hook returned")
 	// A hook running when the Conn closes holds back the finalize hook.
 	sendUntil(t, c, []byte("block"), second, "blocking datagram")
-	c.Close()
-	select {
-	case n := <-finalized:
-		t.Fatalf("the finalize hook ran while %d datagram hooks ran", n)
-	case <-time.After(200 * time.Millisecond):
-	}
-	close(releaseSecond)
-	if n := waitFor(t, finalized, 10*time.Second, "the finalize hook"); n != 0 {
-		t.Fatalf("the finalize hook ran while %d datagram hooks ran", n)
-	}
-	if n := overlaps.Load(); n != 0 {
-		t.Fatalf("the datagram hook ran concurrently with itself %d times", n)
-	}
+	probe.closeWhileRunning(t, c, releaseSecond)
 }
 
 // TestDatagramHookOutlivesTwoConnections: a datagram hook still running after two more
@@ -264,21 +288,12 @@ func TestDatagramHookOneAtATime(t *testing.T) {
 func TestDatagramHookOutlivesTwoConnections(t *testing.T) {
 	e := envs(t)[1](t)
 	addr := datagramEchoServer(t, e, nil)
-	var running, overlaps, calls atomic.Int32
+	var calls atomic.Int32
 	first, release := make(chan struct{}), make(chan struct{})
 	again := make(chan struct{}, 1)
-	finalized := make(chan int32, 1)
-	opened := make(chan struct{}, 8)
-	cl := newClient(t, e, clientOptions{
-		onOpen:     func(*nq.Conn) { opened <- struct{}{} },
-		onClose:    func(*nq.Conn, error, int) time.Duration { return 0 },
-		onFinalize: func(*nq.Conn) { finalized <- running.Load() },
-	})
+	probe, cl := newHookProbe(t, e)
 	cl.OnDatagram = func(*nq.Conn, []byte) {
-		if running.Add(1) > 1 {
-			overlaps.Add(1)
-		}
-		defer running.Add(-1)
+		defer probe.enter()()
 		if calls.Add(1) == 1 {
 			close(first)
 			<-release
@@ -295,12 +310,12 @@ func TestDatagramHookOutlivesTwoConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, opened, 10*time.Second, "the first connection")
+	waitFor(t, probe.opened, 10*time.Second, "the first connection")
 	sendUntil(t, c, []byte("ping"), first, "datagram hook")
 	c.Reset()
-	waitFor(t, opened, 10*time.Second, "the second connection")
+	waitFor(t, probe.opened, 10*time.Second, "the second connection")
 	c.Reset()
-	waitFor(t, opened, 10*time.Second, "the third connection")
+	waitFor(t, probe.opened, 10*time.Second, "the third connection")
 	for range 10 {
 		if err := c.SendDatagram([]byte("ping")); err != nil {
 			t.Fatal(err)
@@ -311,19 +326,7 @@ func TestDatagramHookOutlivesTwoConnections(t *testing.T) {
 		t.Fatal("the third connection's hook ran while the first one's was running")
 	case <-time.After(300 * time.Millisecond):
 	}
-	c.Close()
-	select {
-	case n := <-finalized:
-		t.Fatalf("the finalize hook ran while %d datagram hooks ran", n)
-	case <-time.After(300 * time.Millisecond):
-	}
-	close(release)
-	if n := waitFor(t, finalized, 10*time.Second, "the finalize hook"); n != 0 {
-		t.Fatalf("the finalize hook ran while %d datagram hooks ran", n)
-	}
-	if n := overlaps.Load(); n != 0 {
-		t.Fatalf("the datagram hook ran concurrently with itself %d times", n)
-	}
+	probe.closeWhileRunning(t, c, release)
 }
 
 // TestDatagramHookCallsAcrossReconnect: a client's OnDatagram that makes a call while its

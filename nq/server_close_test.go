@@ -13,16 +13,19 @@ import (
 	"github.com/naquid/naquid/transport/memconn"
 )
 
+// serverStops are the two ways to stop a server.
+var serverStops = []struct {
+	name  string
+	close func(s *nq.Server) error
+}{
+	{"Close", func(s *nq.Server) error { return s.Close() }},
+	{"Shutdown", func(s *nq.Server) error { return s.Shutdown(context.Background()) }},
+}
+
 // TestListenAfterCloseBeforeListen: a server closed (or shut down) before it ever listened stays
 // closed, as the docs of ErrServerClosed say: its Listen fails and opens nothing.
 func TestListenAfterCloseBeforeListen(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		close func(s *nq.Server) error
-	}{
-		{"Close", func(s *nq.Server) error { return s.Close() }},
-		{"Shutdown", func(s *nq.Server) error { return s.Shutdown(context.Background()) }},
-	} {
+	for _, tc := range serverStops {
 		t.Run(tc.name, func(t *testing.T) {
 			n, err := memconn.NewNetwork(memconn.Config{})
 			if err != nil {
@@ -53,13 +56,7 @@ func TestListenAfterCloseBeforeListen(t *testing.T) {
 // neither panics nor leaks: Listen then fails with ErrServerClosed, having closed the socket it
 // opened (a new server can bind the same address), and the server stays closed.
 func TestServerCloseDuringListen(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		close func(s *nq.Server) error
-	}{
-		{"Close", func(s *nq.Server) error { return s.Close() }},
-		{"Shutdown", func(s *nq.Server) error { return s.Shutdown(context.Background()) }},
-	} {
+	for _, tc := range serverStops {
 		t.Run(tc.name, func(t *testing.T) {
 			n, err := memconn.NewNetwork(memconn.Config{})
 			if err != nil {

@@ -225,16 +225,9 @@ func TestRecordTooLargeClosesStream(t *testing.T) {
 func TestRawStream(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, e *env) {
 		addr := startEchoServer(t, e, echoMux(t, ""), 0)
-		cmux := nq.NewMux()
-		if err := cmux.HandleRaw("raw", nq.RawHandler{}); err != nil {
-			t.Fatal(err)
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		conn, err := newClient(t, e, clientOptions{mux: cmux}).Dial(ctx, addr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		conn := rawClient(ctx, t, e, addr, clientOptions{})
 		s, err := conn.OpenRaw(ctx, "raw")
 		if err != nil {
 			t.Fatal(err)

@@ -17,12 +17,7 @@ import (
 // in-memory link with 20 ms of latency each way, so the handshake lasts long enough for the
 // server to see 0-RTT data before it completes (on loopback the window is microseconds).
 func TestZeroRTT(t *testing.T) {
-	e := lossyEnv(t, 0)
-	for _, dir := range [][2]string{{"192.0.2.2", "192.0.2.1"}, {"192.0.2.1", "192.0.2.2"}} {
-		if err := e.net.SetLink(netip.MustParseAddr(dir[0]), netip.MustParseAddr(dir[1]), memconn.LinkConfig{Latency: 20 * time.Millisecond}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e := slowLinkEnv(t)
 	early := make(chan bool, 8)
 	mux := nq.NewMux()
 	if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(req *nq.Request) {
@@ -102,12 +97,7 @@ func TestZeroRTTRejected(t *testing.T) {
 		sameKeys bool // the new server resumes the session, with 0-RTT off
 	}{{"0-RTT off", true}, {"new ticket keys", false}} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := lossyEnv(t, 0)
-			for _, dir := range [][2]string{{"192.0.2.2", "192.0.2.1"}, {"192.0.2.1", "192.0.2.2"}} {
-				if err := e.net.SetLink(netip.MustParseAddr(dir[0]), netip.MustParseAddr(dir[1]), memconn.LinkConfig{Latency: 20 * time.Millisecond}); err != nil {
-					t.Fatal(err)
-				}
-			}
+			e := slowLinkEnv(t)
 			mux := nq.NewMux()
 			if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(req *nq.Request) { req.Reply(nil) }}); err != nil {
 				t.Fatal(err)
@@ -123,12 +113,7 @@ func TestZeroRTTRejected(t *testing.T) {
 				return srv
 			}
 			first := serve(1, true)
-			closed := make(chan struct{}, 4)
-			cl := newClient(t, e, clientOptions{onClose: func(*nq.Conn, error, int) time.Duration {
-				closed <- struct{}{}
-				return 200 * time.Millisecond
-			}})
-			cl.Allow0RTT = true
+			cl, closed := earlyClient(t, e, 200*time.Millisecond)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			conn, err := cl.Dial(ctx, first.Addr().String())
@@ -155,4 +140,29 @@ func TestZeroRTTRejected(t *testing.T) {
 			}
 		})
 	}
+}
+
+// slowLinkEnv returns an in-memory network with 20 ms of latency each way between the client and
+// the server, so that a 0-RTT handshake lasts long enough to be seen (on loopback the window is
+// microseconds).
+func slowLinkEnv(t *testing.T) *env {
+	e := lossyEnv(t, 0)
+	for _, dir := range [][2]string{{"192.0.2.2", "192.0.2.1"}, {"192.0.2.1", "192.0.2.2"}} {
+		if err := e.net.SetLink(netip.MustParseAddr(dir[0]), netip.MustParseAddr(dir[1]), memconn.LinkConfig{Latency: 20 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e
+}
+
+// earlyClient returns a client that sends idempotent calls in 0-RTT data and waits wait before
+// each reconnect; closed receives a value at each close.
+func earlyClient(t *testing.T, e *env, wait time.Duration) (*nq.Client, <-chan struct{}) {
+	closed := make(chan struct{}, 4)
+	cl := newClient(t, e, clientOptions{onClose: func(*nq.Conn, error, int) time.Duration {
+		closed <- struct{}{}
+		return wait
+	}})
+	cl.Allow0RTT = true
+	return cl, closed
 }
