@@ -44,8 +44,8 @@ type Server struct {
 	// QUIC is the quic-go configuration. nil means quic.ServerConfig().
 	QUIC *quicgo.Config
 	// MaxConns caps the number of open connections; a connection over the cap is closed right
-	// after its handshake with ErrRejected (connections are admitted in the order their
-	// handshakes complete). The refusal comes after the handshake, so its client has seen its
+	// after its handshake with ErrRejected (connections are admitted in the order quic-go hands
+	// them over, about the order their handshakes complete). The refusal comes after the handshake, so its client has seen its
 	// connection open (its OnOpen ran, Dial may have returned), and each refused attempt costs
 	// the server a full handshake: DefaultBackoff makes a refused client wait longer after each
 	// refusal (up to 10 s), and MaxHandshakes bounds the handshake work itself. 0 means no cap.
@@ -488,7 +488,7 @@ func (s *Server) acceptLoop(ln listener) {
 		if err != nil {
 			return
 		}
-		// The cap is decided here, in the order the handshakes completed: decided on each
+		// The cap is decided here, in the order quic-go hands connections over: decided on each
 		// connection's goroutine, it went to whichever the scheduler ran first (often the newer:
 		// Go runs the goroutine started last first), so a client told it was connected could be
 		// refused in favour of one that came after it. Only this loop adds to nconns, so the

@@ -20,6 +20,11 @@ const flushThreshold = 32 << 10
 // readChunk is the initial read buffer of a stream; it grows up to the frame limit as needed.
 const readChunk = 4 << 10
 
+// maxPendingWrite is how much output may wait behind a write that flow control holds back before
+// the stream stops reading: a peer that sends requests without reading their answers then meets
+// quic-go's flow control instead of growing nq's write buffer without bound.
+const maxPendingWrite = 256 << 10
+
 // errPeerFinished closes a stream the peer finished (FIN). It matches ErrClosed (the stream is
 // closed; calls made on it now fail) and ErrConnLost (calls that were pending on it are lost).
 var errPeerFinished error = peerFinished{}
@@ -317,6 +322,28 @@ func (s *stream) setPass(in bool) {
 	s.flushLocked()
 }
 
+// awaitWriteRoom holds the reader back while a blocking write is under way and more than
+// maxPendingWrite bytes wait behind it (the peer is not reading what this side sends), until the
+// write drains or the stream closes.
+func (s *stream) awaitWriteRoom() {
+	for {
+		s.flushMu.Lock()
+		s.wmu.Lock()
+		full := s.blocked && len(s.wbuf) >= maxPendingWrite
+		s.wmu.Unlock()
+		ch := s.unblocked
+		s.flushMu.Unlock()
+		if !full {
+			return
+		}
+		select {
+		case <-ch:
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
 // readLoop reads the stream until it ends, handing complete frames to the protocol handler.
 // prefix holds bytes already read after the preamble.
 func (s *stream) readLoop(prefix []byte) {
@@ -341,11 +368,18 @@ func (s *stream) readLoop(prefix []byte) {
 			start = 0
 		}
 		if end == len(buf) {
-			// A frame larger than the buffer: grow (consume rejects frames over the limit).
-			nb := make([]byte, 2*len(buf))
+			// A frame larger than the buffer: grow, up to what the largest frame needs
+			// (consume rejects frames over the limit), so that a frame that never completes
+			// holds no more than that.
+			size := 2 * len(buf)
+			if limit := s.maxFrame + wire.MaxFrameHeaderLen; size > limit && limit > len(buf) {
+				size = limit
+			}
+			nb := make([]byte, size)
 			copy(nb, buf[:end])
 			buf = nb
 		}
+		s.awaitWriteRoom()
 		n, err := s.qs.Read(buf[end:])
 		end += n
 		if err != nil {
@@ -446,6 +480,9 @@ func (s *stream) close(err error) {
 	s.closing.Store(true)
 	s.wmu.Unlock()
 	s.cancel()
+	// Stop reading too: what arrives from now on would only be discarded, and the peer (one
+	// that sent STOP_SENDING, say) would otherwise go on sending.
+	s.qs.CancelRead(quicgo.StreamErrorCode(wire.StreamClosed))
 	if t := s.gen.acks; t != nil {
 		if !errors.Is(err, ErrClosed) {
 			t.failStream(s.qs.StreamID(), err) // reset or broken: the bytes in flight are lost

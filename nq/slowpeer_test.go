@@ -1,0 +1,113 @@
+package nq_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	quicgo "github.com/quic-go/quic-go"
+
+	"github.com/naquid/naquid/internal/wire"
+	"github.com/naquid/naquid/nq"
+)
+
+// amplifyingServer starts a kernel-UDP server whose "rpc" protocol answers every request with
+// 1 KiB, and counts the requests it handled.
+func amplifyingServer(t *testing.T) (addr string, handled *atomic.Int64) {
+	t.Helper()
+	handled = new(atomic.Int64)
+	reply := make([]byte, 1024)
+	mux := nq.NewMux()
+	if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(req *nq.Request) {
+		handled.Add(1)
+		req.Reply(reply)
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: mux}
+	if err := srv.Listen(context.Background(), "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv.Addr().String(), handled
+}
+
+// TestPeerThatDoesNotReadIsHeldBack: a peer that sends requests and never reads the answers is
+// held back by flow control once the server's unsent answers pass a bound: the server stops
+// reading its requests. (It used to read and answer all of them, buffering every answer: 160 KiB
+// of 4-byte requests pinned about 40 MiB of answers.)
+func TestPeerThatDoesNotReadIsHeldBack(t *testing.T) {
+	addr, handled := amplifyingServer(t)
+	qc := rawDial(t, addr)
+	s := rawStream(t, qc, "rpc", nil)
+	const attempt = 400_000 // 4-byte requests, about 4 MB: far more than any window
+	var batch []byte
+	sent, blocked := 0, false
+	for id := uint64(1); id <= attempt && !blocked; {
+		batch = batch[:0]
+		for range 1000 {
+			batch, _ = wire.AppendRequest(batch, 1, id, []byte("ping"))
+			id++
+		}
+		if err := s.SetWriteDeadline(time.Now().Add(2 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		n, err := s.Write(batch)
+		sent += n
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			blocked = true
+		case err != nil:
+			t.Fatalf("write after %d bytes: %v", sent, err)
+		}
+	}
+	if !blocked {
+		t.Fatalf("the server read all %d requests (%d bytes) while their answers went unread", attempt, sent)
+	}
+	// Answers held: at most the window the client gives the server, plus the server's bound
+	// and one read's worth. 60,000 answers is 60 MiB; without the bound all 400,000 are handled.
+	if n := handled.Load(); n > 60_000 {
+		t.Fatalf("the server handled %d requests whose answers the peer did not read", n)
+	}
+}
+
+// TestStreamClosedStopsReading: when the server closes a stream (here: the peer sent
+// STOP_SENDING, so the server's answers fail), it also stops reading it, and the peer's further
+// writes fail instead of being read and discarded for ever.
+func TestStreamClosedStopsReading(t *testing.T) {
+	addr, _ := amplifyingServer(t)
+	qc := rawDial(t, addr)
+	s := rawStream(t, qc, "rpc", nil)
+	s.CancelRead(0x98) // STOP_SENDING: the server's first answer fails and it closes the stream
+	var batch []byte
+	for id := uint64(1); id <= 1000; id++ {
+		batch, _ = wire.AppendRequest(batch, 1, id, []byte("ping"))
+	}
+	total := 0
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the peer still writes to a stream the server closed, %d bytes later", total)
+		}
+		if err := s.SetWriteDeadline(time.Now().Add(2 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		n, err := s.Write(batch)
+		total += n
+		var se *quicgo.StreamError
+		if errors.As(err, &se) {
+			if wire.StreamCode(se.ErrorCode) != wire.StreamClosed {
+				t.Fatalf("stream ended with code %d, want StreamClosed", se.ErrorCode)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		if total > 64<<20 {
+			t.Fatalf("the server kept reading a stream it had closed: %d bytes", total)
+		}
+	}
+}
