@@ -171,9 +171,9 @@ func (r *RPCStream) ctxError(ctx context.Context, method uint32) error {
 	return fmt.Errorf("nq: call %s/%d: %w", r.s.name, method, ctxErrOf(ctx))
 }
 
-// Notify sends a one-way message. It never blocks: while the peer does not read, messages wait
-// in the stream's buffer, without a bound (answers to the peer's requests are bounded: the
-// stream stops reading requests while too many wait).
+// Notify sends a one-way message. It never blocks: while the peer does not read, messages (and
+// answers) wait in the stream's buffer, up to the stream's limit (16 MiB, or four frames of the
+// largest size); past it the stream is reset and closes with ErrSlowPeer.
 func (r *RPCStream) Notify(method uint32, payload []byte) error {
 	if err := r.checkPayload(payload); err != nil {
 		return err

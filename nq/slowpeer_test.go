@@ -3,7 +3,6 @@ package nq_test
 import (
 	"context"
 	"errors"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,42 +34,45 @@ func amplifyingServer(t *testing.T) (addr string, handled *atomic.Int64) {
 	return srv.Addr().String(), handled
 }
 
-// TestPeerThatDoesNotReadIsHeldBack: a peer that sends requests and never reads the answers is
-// held back by flow control once the server's unsent answers pass a bound: the server stops
-// reading its requests. (It used to read and answer all of them, buffering every answer: 160 KiB
-// of 4-byte requests pinned about 40 MiB of answers.)
-func TestPeerThatDoesNotReadIsHeldBack(t *testing.T) {
+// TestPeerThatDoesNotReadIsReset: a peer that sends requests and never reads the answers gets
+// its stream reset (StreamCancelled) once the answers waiting unsent pass the stream's limit
+// (16 MiB): the server no longer buffers them without bound (160 KiB of 4-byte requests used to
+// pin about 40 MiB of answers, and 150 MiB sent took the server past 320 MiB).
+func TestPeerThatDoesNotReadIsReset(t *testing.T) {
 	addr, handled := amplifyingServer(t)
 	qc := rawDial(t, addr)
 	s := rawStream(t, qc, "rpc", nil)
-	const attempt = 400_000 // 4-byte requests, about 4 MB: far more than any window
+	const attempt = 400_000 // 4-byte requests answered with 1 KiB each: 400 MB of answers
 	var batch []byte
-	sent, blocked := 0, false
-	for id := uint64(1); id <= attempt && !blocked; {
+	sent := 0
+	for id := uint64(1); ; {
+		if id > attempt {
+			t.Fatalf("the server took all %d requests (%d bytes) and kept their unread answers", attempt, sent)
+		}
 		batch = batch[:0]
 		for range 1000 {
 			batch, _ = wire.AppendRequest(batch, 1, id, []byte("ping"))
 			id++
 		}
-		if err := s.SetWriteDeadline(time.Now().Add(2 * time.Second)); err != nil {
+		if err := s.SetWriteDeadline(time.Now().Add(5 * time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		n, err := s.Write(batch)
 		sent += n
-		switch {
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			blocked = true
-		case err != nil:
+		var se *quicgo.StreamError
+		if errors.As(err, &se) {
+			if wire.StreamCode(se.ErrorCode) != wire.StreamCancelled {
+				t.Fatalf("stream reset with code %d, want StreamCancelled", se.ErrorCode)
+			}
+			break
+		}
+		if err != nil {
 			t.Fatalf("write after %d bytes: %v", sent, err)
 		}
 	}
-	if !blocked {
-		t.Fatalf("the server read all %d requests (%d bytes) while their answers went unread", attempt, sent)
-	}
-	// Answers held: at most the window the client gives the server, plus the server's bound
-	// and one read's worth. 60,000 answers is 60 MiB; without the bound all 400,000 are handled.
+	// Answered before the reset: what the client's receive window took, plus the 16 MiB limit.
 	if n := handled.Load(); n > 60_000 {
-		t.Fatalf("the server handled %d requests whose answers the peer did not read", n)
+		t.Fatalf("the server answered %d requests whose answers the peer did not read", n)
 	}
 }
 
