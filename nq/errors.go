@@ -41,9 +41,10 @@ var (
 	// ErrConnLost.
 	ErrSlowPeer = errors.New("nq: peer not reading")
 	// Err0RTTRejected: the server refused the 0-RTT data of a reconnect (it no longer allows
-	// 0-RTT, or could not resume the session): the calls sent in it (marked Idempotent) failed
-	// and were not run; they also match ErrConnLost. Being idempotent, they may be made again
-	// at once: the connection itself is up.
+	// 0-RTT, or could not resume the session): the calls sent in it (marked Idempotent) did not
+	// run. Calls made through a Conn.RPC handle are sent again once by nq; those made on an
+	// RPCStream of the refused connection fail with it (it also matches ErrConnLost) and may be
+	// made again at once: the connection itself is up.
 	Err0RTTRejected = errors.New("nq: 0-RTT data refused by the server")
 )
 

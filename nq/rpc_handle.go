@@ -2,6 +2,7 @@ package nq
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 )
@@ -96,14 +97,46 @@ func (h *RPC) Call(ctx context.Context, method uint32, payload []byte) ([]byte, 
 	if err != nil {
 		return nil, err
 	}
-	return s.Call(ctx, method, payload)
+	reply, err := s.Call(ctx, method, payload)
+	if errors.Is(err, Err0RTTRejected) {
+		// The server refused the 0-RTT data the call went in, so it did not run: send it
+		// again, once, on the confirmed connection.
+		if s, err = h.callStream(ctx); err != nil {
+			return nil, err
+		}
+		return s.Call(ctx, method, payload)
+	}
+	return reply, err
 }
 
-// Go is RPCStream.Go on the handle's current stream.
+// Go is RPCStream.Go on the handle's current stream. A call marked Idempotent that went in 0-RTT
+// data the server refused is sent again, once, on the confirmed connection (its payload is copied
+// for that when the call is made).
 func (h *RPC) Go(ctx context.Context, method uint32, payload []byte, done func(reply []byte, err error)) error {
 	s, err := h.callStream(ctx)
 	if err != nil {
 		return err
+	}
+	if done != nil && isIdempotent(ctx) && s.s.gen.early.Load() && !s.s.gen.confirmed() {
+		kept := append([]byte(nil), payload...)
+		first := done
+		done = func(reply []byte, err error) {
+			if !errors.Is(err, Err0RTTRejected) {
+				first(reply, err)
+				return
+			}
+			// Not on the goroutine that fails the calls of the refused data: the new call
+			// waits for the confirmed connection.
+			go func() {
+				s, err := h.callStream(ctx)
+				if err == nil {
+					err = s.Go(ctx, method, kept, first)
+				}
+				if err != nil {
+					first(nil, err)
+				}
+			}()
+		}
 	}
 	return s.Go(ctx, method, payload, done)
 }

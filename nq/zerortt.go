@@ -6,7 +6,10 @@ type idempotentKey struct{}
 
 // Idempotent marks the calls made with ctx as safe to repeat: on a client with Allow0RTT they may
 // travel in 0-RTT data while a reconnect's handshake is still running (saving a round trip),
-// where an attacker could replay them. Calls without the mark wait for the handshake.
+// where an attacker could replay them. Calls without the mark wait for the handshake. When the
+// server refuses the 0-RTT data (the calls in it did not run), calls made through a Conn.RPC
+// handle are sent again, once, on the confirmed connection; calls made on an RPCStream of the
+// refused connection fail with Err0RTTRejected.
 func Idempotent(ctx context.Context) context.Context {
 	return context.WithValue(ctx, idempotentKey{}, true)
 }

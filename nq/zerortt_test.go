@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,18 +89,24 @@ func TestZeroRTT(t *testing.T) {
 }
 
 // TestZeroRTTRejected: when the server a client reconnects to refuses its 0-RTT data (0-RTT is
-// off there, or the session cannot be resumed), the idempotent call sent in it fails with an
-// error matching Err0RTTRejected (and ErrConnLost), and the same call made again succeeds on the
-// connection, which is up.
+// off there, or the session cannot be resumed), a call on the refused connection's stream fails
+// with an error matching Err0RTTRejected (and ErrConnLost), while the same call made through the
+// Conn.RPC handle (Call, or Go) is sent again on the confirmed connection and succeeds; the
+// server runs each call once.
 func TestZeroRTTRejected(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		sameKeys bool // the new server resumes the session, with 0-RTT off
-	}{{"0-RTT off", true}, {"new ticket keys", false}} {
+		useGo    bool
+	}{{"0-RTT off, Call", true, false}, {"new ticket keys, Go", false, true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := slowLinkEnv(t)
+			var handled atomic.Int64
 			mux := nq.NewMux()
-			if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(req *nq.Request) { req.Reply(nil) }}); err != nil {
+			if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(req *nq.Request) {
+				handled.Add(1)
+				req.Reply(nil)
+			}}); err != nil {
 				t.Fatal(err)
 			}
 			serve := func(key byte, allow0RTT bool) *nq.Server {
@@ -131,12 +138,29 @@ func TestZeroRTTRejected(t *testing.T) {
 				key = 1
 			}
 			serve(key, false)
-			_, err = rpc.Call(nq.Idempotent(ctx), mPing, nil)
-			if !errors.Is(err, nq.Err0RTTRejected) || !errors.Is(err, nq.ErrConnLost) {
-				t.Fatalf("idempotent call in refused 0-RTT data: %v, want Err0RTTRejected and ErrConnLost", err)
+			early := nq.Idempotent(ctx)
+			stream, err := rpc.Stream(early) // the refused connection's stream, opened in 0-RTT
+			if err != nil {
+				t.Fatal(err)
 			}
-			if _, err := rpc.Call(nq.Idempotent(ctx), mPing, nil); err != nil {
-				t.Fatalf("the call made again: %v", err)
+			before := handled.Load()
+			viaHandle := make(chan error, 1)
+			if tc.useGo {
+				if err := rpc.Go(early, mPing, nil, func(_ []byte, err error) { viaHandle <- err }); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				go func() { _, err := rpc.Call(early, mPing, nil); viaHandle <- err }()
+			}
+			_, err = stream.Call(early, mPing, nil)
+			if !errors.Is(err, nq.Err0RTTRejected) || !errors.Is(err, nq.ErrConnLost) {
+				t.Fatalf("call on the refused connection's stream: %v, want Err0RTTRejected and ErrConnLost", err)
+			}
+			if err := waitFor(t, viaHandle, 10*time.Second, "the handle's call"); err != nil {
+				t.Fatalf("the handle's call, sent again after the refusal: %v", err)
+			}
+			if n := handled.Load() - before; n != 1 {
+				t.Fatalf("the server ran %d calls, want the handle's once (the refused data is not run)", n)
 			}
 		})
 	}
