@@ -35,11 +35,6 @@ var (
 	ErrResolve = errors.New("nq: cannot resolve host")
 	// ErrAnswered: Reply or Fail was called on a request that was already answered.
 	ErrAnswered = errors.New("nq: request already answered")
-	// ErrSlowPeer: the peer did not read what this side sent on a stream: more than the
-	// stream's limit (16 MiB, or four frames of MaxFrameSize if that is more) waited unsent, so
-	// the stream was reset (code StreamCancelled) and its pending calls failed. It also matches
-	// ErrConnLost.
-	ErrSlowPeer = errors.New("nq: peer not reading")
 	// Err0RTTRejected: the server refused the 0-RTT data of a reconnect (it no longer allows
 	// 0-RTT, or could not resume the session): the calls sent in it (marked Idempotent) did not
 	// run. Calls made through a Conn.RPC handle are sent again once by nq; those made on an
@@ -47,9 +42,6 @@ var (
 	// made again at once: the connection itself is up.
 	Err0RTTRejected = errors.New("nq: 0-RTT data refused by the server")
 )
-
-// errSlowPeer is the error of a stream reset because its peer did not read.
-var errSlowPeer = fmt.Errorf("%w: %w", ErrSlowPeer, ErrConnLost)
 
 type timeoutError struct{}
 

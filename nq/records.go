@@ -115,10 +115,8 @@ func (rs *RecordStream[T]) run(prefix []byte) { rs.s.readLoop(prefix) }
 
 // Send encodes v and sends it as one record. Records sent while handling received data leave
 // together at the end of the handler pass; otherwise at once. Send never blocks: while the peer
-// does not read, records wait in the stream's buffer, up to the stream's limit (16 MiB, or four
-// frames of MaxFrameSize); past it the stream is reset and closes with ErrSlowPeer. An
-// application that pushes to slow peers paces itself well below that (SendAck tells when the
-// peer's transport has a record).
+// does not read, records wait in the stream's buffer, without a bound. An application that
+// pushes to slow peers paces itself (SendAck tells when the peer's transport has a record).
 func (rs *RecordStream[T]) Send(v T) error {
 	return rs.s.write(func(b []byte) ([]byte, error) { return rs.appendRecord(b, v) })
 }

@@ -172,8 +172,7 @@ func (r *RPCStream) ctxError(ctx context.Context, method uint32) error {
 }
 
 // Notify sends a one-way message. It never blocks: while the peer does not read, messages (and
-// answers) wait in the stream's buffer, up to the stream's limit (16 MiB, or four frames of the
-// largest size); past it the stream is reset and closes with ErrSlowPeer.
+// answers) wait in the stream's buffer, without a bound.
 func (r *RPCStream) Notify(method uint32, payload []byte) error {
 	if err := r.checkPayload(payload); err != nil {
 		return err

@@ -3,7 +3,6 @@ package nq_test
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,14 +13,12 @@ import (
 )
 
 // amplifyingServer starts a kernel-UDP server whose "rpc" protocol answers every request with
-// 1 KiB, and counts the requests it handled.
-func amplifyingServer(t *testing.T) (addr string, handled *atomic.Int64) {
+// 1 KiB.
+func amplifyingServer(t *testing.T) (addr string) {
 	t.Helper()
-	handled = new(atomic.Int64)
 	reply := make([]byte, 1024)
 	mux := nq.NewMux()
 	if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(req *nq.Request) {
-		handled.Add(1)
 		req.Reply(reply)
 	}}); err != nil {
 		t.Fatal(err)
@@ -31,56 +28,14 @@ func amplifyingServer(t *testing.T) (addr string, handled *atomic.Int64) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	return srv.Addr().String(), handled
-}
-
-// TestPeerThatDoesNotReadIsReset: a peer that sends requests and never reads the answers gets
-// its stream reset (StreamCancelled) once the answers waiting unsent pass the stream's limit
-// (16 MiB): the server no longer buffers them without bound (160 KiB of 4-byte requests used to
-// pin about 40 MiB of answers, and 150 MiB sent took the server past 320 MiB).
-func TestPeerThatDoesNotReadIsReset(t *testing.T) {
-	addr, handled := amplifyingServer(t)
-	qc := rawDial(t, addr)
-	s := rawStream(t, qc, "rpc", nil)
-	const attempt = 400_000 // 4-byte requests answered with 1 KiB each: 400 MB of answers
-	var batch []byte
-	sent := 0
-	for id := uint64(1); ; {
-		if id > attempt {
-			t.Fatalf("the server took all %d requests (%d bytes) and kept their unread answers", attempt, sent)
-		}
-		batch = batch[:0]
-		for range 1000 {
-			batch, _ = wire.AppendRequest(batch, 1, id, []byte("ping"))
-			id++
-		}
-		if err := s.SetWriteDeadline(time.Now().Add(5 * time.Second)); err != nil {
-			t.Fatal(err)
-		}
-		n, err := s.Write(batch)
-		sent += n
-		var se *quicgo.StreamError
-		if errors.As(err, &se) {
-			if wire.StreamCode(se.ErrorCode) != wire.StreamCancelled {
-				t.Fatalf("stream reset with code %d, want StreamCancelled", se.ErrorCode)
-			}
-			break
-		}
-		if err != nil {
-			t.Fatalf("write after %d bytes: %v", sent, err)
-		}
-	}
-	// Answered before the reset: what the client's receive window took, plus the 16 MiB limit.
-	if n := handled.Load(); n > 60_000 {
-		t.Fatalf("the server answered %d requests whose answers the peer did not read", n)
-	}
+	return srv.Addr().String()
 }
 
 // TestStreamClosedStopsReading: when the server closes a stream (here: the peer sent
 // STOP_SENDING, so the server's answers fail), it also stops reading it, and the peer's further
 // writes fail instead of being read and discarded for ever.
 func TestStreamClosedStopsReading(t *testing.T) {
-	addr, _ := amplifyingServer(t)
+	addr := amplifyingServer(t)
 	qc := rawDial(t, addr)
 	s := rawStream(t, qc, "rpc", nil)
 	s.CancelRead(0x98) // STOP_SENDING: the server's first answer fails and it closes the stream

@@ -20,11 +20,6 @@ const flushThreshold = 32 << 10
 // readChunk is the initial read buffer of a stream; it grows up to the frame limit as needed.
 const readChunk = 4 << 10
 
-// minPendingLimit is the least output that may wait unsent on a stream (behind a write that flow
-// control holds back) before the stream is reset as one whose peer does not read; the limit is
-// four frames of the largest size if that is more.
-const minPendingLimit = 16 << 20
-
 // errPeerFinished closes a stream the peer finished (FIN). It matches ErrClosed (the stream is
 // closed; calls made on it now fail) and ErrConnLost (calls that were pending on it are lost).
 var errPeerFinished error = peerFinished{}
@@ -72,10 +67,7 @@ type stream struct {
 	name     string
 	outgoing bool
 	maxFrame int
-	// pendingLimit is the output that may wait unsent before the stream is reset (the peer
-	// does not read): max(minPendingLimit, 4 x maxFrame).
-	pendingLimit int
-	proto        protoHandler
+	proto    protoHandler
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -113,15 +105,14 @@ type stream struct {
 func newStream(g *generation, qs *quicgo.Stream, name string, outgoing bool) *stream {
 	ctx, cancel := context.WithCancel(g.ctx)
 	return &stream{
-		gen:          g,
-		qs:           qs,
-		name:         name,
-		outgoing:     outgoing,
-		maxFrame:     g.conn.cfg.maxFrame,
-		pendingLimit: max(minPendingLimit, 4*g.conn.cfg.maxFrame),
-		ctx:          ctx,
-		cancel:       cancel,
-		done:         make(chan struct{}),
+		gen:      g,
+		qs:       qs,
+		name:     name,
+		outgoing: outgoing,
+		maxFrame: g.conn.cfg.maxFrame,
+		ctx:      ctx,
+		cancel:   cancel,
+		done:     make(chan struct{}),
 	}
 }
 
@@ -178,20 +169,6 @@ func (s *stream) appendLocked(appendFn func([]byte) ([]byte, error)) error {
 func (s *stream) commit(before int) {
 	s.written += int64(len(s.wbuf) - before)
 	s.framesOut++
-	if len(s.wbuf) > s.pendingLimit {
-		// So much waits unsent (behind a write flow control holds back) that the peer is not
-		// reading: drop it and reset the stream rather than buffer without bound. The close
-		// runs on its own goroutine: the caller may hold locks that the close hook takes.
-		if s.werr == nil {
-			s.werr = errSlowPeer
-		}
-		s.failed = true
-		s.wbuf = s.wbuf[:0]
-		s.framesOut = 0
-		s.wmu.Unlock()
-		go s.abort(wire.StreamCancelled, errSlowPeer)
-		return
-	}
 	deferToPass := s.inPass && len(s.wbuf) < flushThreshold
 	s.wmu.Unlock()
 	if !deferToPass {
