@@ -269,14 +269,13 @@ func (c *Conn) RPC(name string) *RPC {
 // made after Close fail with ErrClosed; those already in flight still get their answers while
 // the connection closes gracefully.
 func (c *Conn) Close() error {
+	c.closeReq.Store(true) // calls from now on fail with ErrClosed
 	if c.client != nil {
-		c.closeReq.Store(true)
 		c.closeOnce.Do(func() { close(c.closing) })
 		c.abortDial()
 		c.signal()
 		return nil
 	}
-	c.closeReq.Store(true) // calls from now on fail with ErrClosed
 	g := c.live()
 	if g != nil {
 		g.closeGraceful(wire.ConnClosedByApp, "closed by application")

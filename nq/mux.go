@@ -54,6 +54,14 @@ type Mux struct {
 // NewMux returns an empty Mux.
 func NewMux() *Mux { return &Mux{} }
 
+// callTimeout is the handler's per-call timeout: Timeout, or DefaultCallTimeout when it is zero.
+func (h *RPCHandler) callTimeout() time.Duration {
+	if h.Timeout > 0 {
+		return h.Timeout
+	}
+	return DefaultCallTimeout
+}
+
 // HandleRPC registers (or replaces) the RPC protocol name. Names are 1 to 255 bytes.
 func (m *Mux) HandleRPC(name string, h RPCHandler) error {
 	if err := validName(name); err != nil {

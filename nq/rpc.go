@@ -53,11 +53,8 @@ func newRPCStream(st *stream, h *RPCHandler) *RPCStream {
 	r := &RPCStream{
 		s:       st,
 		h:       h,
-		timeout: h.Timeout,
+		timeout: h.callTimeout(),
 		srv:     st.gen.conn.server,
-	}
-	if r.timeout == 0 {
-		r.timeout = DefaultCallTimeout
 	}
 	r.calls = newCallTable(r.expire, max(r.timeout, minQuarantine))
 	st.proto = r

@@ -80,8 +80,8 @@ func (h *RPC) callStream(ctx context.Context) (*RPCStream, error) {
 		if s != nil {
 			timeout = s.timeout
 		} else if p, _ := h.conn.cfg.mux.lookup(h.name); p != nil {
-			if rp, ok := p.(rpcProtocol); ok && rp.h.Timeout > 0 {
-				timeout = rp.h.Timeout
+			if rp, ok := p.(rpcProtocol); ok {
+				timeout = rp.h.callTimeout()
 			}
 		}
 		var cancel context.CancelFunc
