@@ -68,8 +68,9 @@ bench-xdp:
 	cd bench && ./run.sh xdp $(BENCHFLAGS)
 
 ## bench-pps: datagram rates per transport (udp, mmsg, afxdp, and asavie/xdp as the peer) over a
-## veth pair between two namespaces it creates, cores pinned; needs root; about 3.5 minutes.
-bench-pps:
+## veth pair between two namespaces it creates, cores pinned, the kernel receivers both on veth's
+## default path and with GRO on (NAPI, as on a NIC); needs root and ethtool; about 5.5 minutes.
+bench-pps: setup
 	cd bench/pps && $(GO) run . $(PPSFLAGS)
 
 ## bench-check: the bench modules (their own go.mod, so ./... above skips them) are linted and

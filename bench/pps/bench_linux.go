@@ -37,9 +37,9 @@ func runBench(o options, out, log io.Writer) (err error) {
 	if os.Geteuid() != 0 {
 		return errors.New("pps: needs root (network namespaces, XDP, AF_XDP)")
 	}
-	for _, tool := range []string{"ip", "taskset"} {
+	for _, tool := range []string{"ip", "taskset", "ethtool"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Errorf("pps: %s not found (apt-get install iproute2 util-linux): %w", tool, err)
+			return fmt.Errorf("pps: %s not found (apt-get install iproute2 util-linux ethtool): %w", tool, err)
 		}
 	}
 	if n := runtime.NumCPU(); o.TXCPU >= n || o.RXCPU >= n {
@@ -144,6 +144,15 @@ func (b *bench) receiveTests(ctx context.Context, size int) (err error) {
 
 func (b *bench) sweepReceiver(ctx context.Context, tx *child, name string, size int) (run rxRun, err error) {
 	run = rxRun{Receiver: name, Size: size}
+	if onNAPILink(name) {
+		if err := b.topo.setGRO(ctx, true); err != nil {
+			return run, err
+		}
+		defer func() {
+			// After the receiver closed: the receivers that follow get veth's default back.
+			err = errors.Join(err, b.topo.setGRO(context.WithoutCancel(ctx), false))
+		}()
+	}
 	rx, err := b.startReceiver(ctx, name)
 	if err != nil {
 		return run, err

@@ -55,9 +55,9 @@ const napiThreadWait = 2 * time.Second
 
 // pinNAPI turns threaded NAPI on for dev (in this process's network namespace: the caller runs
 // under `ip netns exec`, which mounts that namespace's /sys) and pins its NAPI kernel threads to
-// cpu, so that the receive work veth does for an XDP-enabled device runs on the receiver's core
-// instead of the sender's. It returns the threads' ids. veth refuses threaded mode (EIO) until
-// an XDP program is attached.
+// cpu, so that the receive work veth does in NAPI (for a device with an XDP program or with GRO
+// on) runs on the receiver's core instead of the sender's. It returns the threads' ids. veth
+// refuses threaded mode (EIO) while it has no NAPI.
 func pinNAPI(dev string, cpu int) ([]int, error) {
 	if err := os.WriteFile(filepath.Join("/sys/class/net", dev, "threaded"), []byte("1"), 0); err != nil {
 		return nil, fmt.Errorf("pps: threaded NAPI on %s: %w", dev, err)

@@ -12,8 +12,14 @@
 // Receive tests: an AF_XDP sender (transport/afxdp WriteBatch, the fastest sender here; -load picks
 // another) offers paced rates (-rates, default 100k to 1.3M), then as much as it can ("max"), to
 // each receiver: udp (one datagram per ReadBatch, i.e. per system call), mmsg (recvmmsg, batch 64),
-// afxdp (copy mode on veth), and asavie (github.com/asavie/xdp v0.3.3 with its own XDP program
-// attached through a BPF link). Paced rates above two consecutive lossy ones are skipped, except
+// the same two as udp-napi and mmsg-napi with GRO turned on on the receiving veth, afxdp (copy
+// mode on veth), and asavie (github.com/asavie/xdp v0.3.3 with its own XDP program attached
+// through a BPF link). veth's default receive path (no XDP program, GRO off) hands each frame to
+// the stack's backlog on its own; a NIC driver instead polls in NAPI and runs GRO, which gives a
+// socket that asked for UDP_GRO (mmsg does) a run of datagrams of one flow as one buffer. GRO on
+// the veth gives it NAPI too (threaded and pinned to the receiver's core, as for XDP), so the
+// -napi receivers see the receive path a server on a NIC sees; the sender's veth has TSO off,
+// without which veth bypasses NAPI for frames it considers not worth aggregating. Paced rates above two consecutive lossy ones are skipped, except
 // the reference rates (-cpu-rate, -overload-rate); then up to three steps (-refine) bisect between
 // the highest rate received without loss and the lowest lossy one. A paced step that lost 1-50% is
 // measured once more and the better kept (-retries): other load on a shared machine only ever adds
@@ -33,9 +39,9 @@
 //
 // Output: Markdown tables on stdout, then, last, lines such as "ratio mmsg/udp rx-64 1.43".
 // Progress and per-step drop counters (where datagrams were lost) go to stderr. A default run takes
-// about 3.5 minutes (3m31s to 3m43s here): 2 s per measured step (-step), about 10 steps and a few
-// retries x 4 receivers x 2 payload sizes, 7 send tests, warm-ups and process start-ups; -timeout
-// (10m) bounds it. Other load on the two cores distorts the results (XDP receivers on veth most:
+// about 5.5 minutes (5m22s here): 2 s per measured step (-step), about 10 steps and a few retries
+// x 6 receivers x 2 payload sizes, 7 send tests, warm-ups and process start-ups; -timeout (10m)
+// bounds it. Other load on the two cores distorts the results (XDP receivers on veth most:
 // their 256-frame veth ring overflows whenever the pinned NAPI thread waits for the CPU), so run it
 // on otherwise idle cores; the report notes the load seen before the run and each step's "rx core
 // busy". Everything created (namespaces, veth pair, XDP programs) is removed at exit, also after
@@ -103,7 +109,7 @@ func (c childConfig) validate() error {
 	switch {
 	case !c.Local.IsValid() || c.Local.Port() == 0:
 		return fmt.Errorf("pps: child Local %v: want an address and a port", c.Local)
-	case (c.Transport == nameAFXDP || c.Transport == nameAsavie) && c.Dev == "":
+	case (c.Transport == nameAFXDP || c.Transport == nameAsavie || onNAPILink(c.Transport)) && c.Dev == "":
 		return fmt.Errorf("pps: child Dev: %s needs an interface", c.Transport)
 	case c.CPU < 0:
 		return fmt.Errorf("pps: child CPU %d: negative", c.CPU)

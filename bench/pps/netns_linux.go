@@ -96,10 +96,28 @@ func newTopology(ctx context.Context, id string, txCPU, rxCPU int) (_ *topology,
 			return nil, err
 		}
 	}
+	// veth passes a frame through the receiver's NAPI (where GRO runs) only when the sending
+	// device has TSO off or an XDP program is attached to the receiver (veth_xmit,
+	// veth_skb_is_eligible_for_gro). TSO concerns TCP only, and no TCP crosses this link.
+	if err := run(ctx, "ip", "netns", "exec", t.TX.NS, "ethtool", "-K", t.TX.Dev, "tso", "off"); err != nil {
+		return nil, err
+	}
 	if err := t.waitUp(ctx); err != nil {
 		return nil, err
 	}
 	return t, nil
+}
+
+// setGRO turns GRO on or off on the receiving veth end. With GRO on, veth runs a NAPI poll
+// loop for it (as a NIC driver does) that aggregates runs of datagrams of one flow for sockets
+// that asked for UDP_GRO; with it off (veth's default) and no XDP program, veth hands each
+// frame to the stack's backlog on its own.
+func (t *topology) setGRO(ctx context.Context, on bool) error {
+	state := "off"
+	if on {
+		state = "on"
+	}
+	return run(ctx, "ip", "netns", "exec", t.RX.NS, "ethtool", "-K", t.RX.Dev, "gro", state)
 }
 
 // waitUp polls until both veth ends report state UP (bounded by linkUpTimeout).

@@ -16,14 +16,29 @@ const (
 	nameMmsgGSO = "mmsg-gso" // transport/mmsg sending same-destination runs with UDP GSO
 	nameAFXDP   = "afxdp"    // transport/afxdp: AF_XDP, copy mode on veth
 	nameAsavie  = "asavie"   // github.com/asavie/xdp v0.3.3, the peer (receive only)
+
+	// napiSuffix marks a kernel receiver measured with GRO on the receiving veth, which gives
+	// veth a NAPI poll loop that runs GRO, as a NIC driver's does ("udp-napi", "mmsg-napi").
+	// Without it veth hands every datagram to the stack one at a time (netif_rx), a path a NIC
+	// does not take; with it, a socket that asked for UDP_GRO (mmsg does) receives runs of
+	// datagrams of one flow as one.
+	napiSuffix   = "-napi"
+	nameUDPNAPI  = nameUDP + napiSuffix
+	nameMmsgNAPI = nameMmsg + napiSuffix
 )
+
+// baseName returns the backend of a receiver name: "udp" for "udp-napi".
+func baseName(name string) string { return strings.TrimSuffix(name, napiSuffix) }
+
+// onNAPILink reports whether the named receiver is measured with GRO on the receiving veth.
+func onNAPILink(name string) bool { return strings.HasSuffix(name, napiSuffix) }
 
 // nsPrefix starts the names of the namespaces this program creates.
 const nsPrefix = "nqpps-"
 
 // receiverNames and senderNames are the backends each side accepts, in report order.
 var (
-	receiverNames = []string{nameUDP, nameMmsg, nameAFXDP, nameAsavie}
+	receiverNames = []string{nameUDP, nameMmsg, nameUDPNAPI, nameMmsgNAPI, nameAFXDP, nameAsavie}
 	senderNames   = []string{nameUDP, nameMmsg, nameAFXDP, nameMmsgGSO}
 	loadNames     = []string{nameAFXDP, nameMmsg, nameUDP}
 )
@@ -36,7 +51,8 @@ type options struct {
 	// "as fast as the sender can" and may only come last. Default 100k, 200k, 400k, 700k, 1M,
 	// 1.3M, max.
 	Rates []float64
-	// Receivers are the receive backends measured. Default udp, mmsg, afxdp, asavie.
+	// Receivers are the receive backends measured. Default udp, mmsg, udp-napi, mmsg-napi,
+	// afxdp, asavie (see napiSuffix).
 	Receivers []string
 	// Load is the sender that offers load to the receivers: afxdp (the default, the fastest
 	// sender here), mmsg or udp. (mmsg-gso is refused: veth would hand its GSO runs to kernel

@@ -112,6 +112,10 @@ func (r *results) ratios() []ratio {
 		{A: nameMmsg, B: nameUDP, Metric: "rx", Size: size, Value: rxMetric(nameMmsg, nameUDP, capacity), Goal: 1.4},
 		{A: nameMmsg, B: nameUDP, Metric: "tx", Size: size, Value: txMetric(nameMmsg, nameUDP), Goal: 1.1},
 		{A: nameMmsg, B: nameUDP, Metric: "overload", Size: size, Value: rxMetric(nameMmsg, nameUDP, overload), Goal: 2},
+		// The same two receivers with GRO on the receiving veth (NAPI, as on a NIC), where
+		// mmsg's UDP_GRO takes runs of datagrams as one.
+		{A: nameMmsgNAPI, B: nameUDPNAPI, Metric: "rx", Size: size, Value: rxMetric(nameMmsgNAPI, nameUDPNAPI, capacity), Goal: 1.4},
+		{A: nameMmsgNAPI, B: nameUDPNAPI, Metric: "overload", Size: size, Value: rxMetric(nameMmsgNAPI, nameUDPNAPI, overload), Goal: 2},
 		{A: nameAFXDP, B: nameUDP, Metric: "rx", Size: size, Value: rxMetric(nameAFXDP, nameUDP, capacity), Goal: 2.5},
 		{A: nameAFXDP, B: nameAsavie, Metric: "rx", Size: size, Value: rxMetric(nameAFXDP, nameAsavie, capacity), Goal: 1},
 		{A: nameAFXDP, B: nameAsavie, Metric: "cpu-per-pkt", Size: size, Value: rxMetric(nameAFXDP, nameAsavie, cpu), Goal: 0.8, Lower: true},

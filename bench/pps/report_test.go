@@ -10,7 +10,7 @@ import (
 )
 
 // sampleResults is a run whose ratios are known: at 64 B udp holds 400k, mmsg 600k, afxdp 1.4M
-// (sender-bound), asavie 1M.
+// (sender-bound), asavie 1M; with GRO on the link udp holds 300k and mmsg 1.2M.
 func sampleResults() *results {
 	rx := func(name string, capacity, overload, cpuNs, napiNs float64) rxRun {
 		steps := []step{
@@ -32,6 +32,8 @@ func sampleResults() *results {
 		RX: []rxRun{
 			rx(nameUDP, 400e3, 200e3, 1500, 0),
 			rx(nameMmsg, 600e3, 500e3, 1000, 0),
+			rx(nameUDPNAPI, 300e3, 250e3, 1800, 900),
+			rx(nameMmsgNAPI, 1.2e6, 1.1e6, 500, 300),
 			rx(nameAFXDP, 1.4e6, 1.4e6, 600, 450),
 			rx(nameAsavie, 1e6, 900e3, 1000, 700),
 		},
@@ -44,6 +46,8 @@ func TestRatios(t *testing.T) {
 		"mmsg/udp rx-64":                  1.5,
 		"mmsg/udp tx-64":                  1.125,
 		"mmsg/udp overload-64":            2.5,
+		"mmsg-napi/udp-napi rx-64":        4,
+		"mmsg-napi/udp-napi overload-64":  4.4,
 		"afxdp/udp rx-64":                 3.5,
 		"afxdp/asavie rx-64":              1.4,
 		"afxdp/asavie cpu-per-pkt-64":     0.6,
@@ -71,7 +75,7 @@ func TestRatios(t *testing.T) {
 
 func TestRatioMissingSide(t *testing.T) {
 	r := sampleResults()
-	r.RX = r.RX[:3] // no asavie
+	r.RX = r.RX[:5] // no asavie
 	r.TX = nil
 	for _, q := range r.ratios() {
 		missing := q.B == nameAsavie || q.Metric == "tx"
@@ -131,6 +135,8 @@ func TestWriteReport(t *testing.T) {
 		"ratio mmsg/udp rx-64 1.50",
 		"ratio mmsg/udp tx-64 1.12",
 		"ratio mmsg/udp overload-64 2.50",
+		"ratio mmsg-napi/udp-napi rx-64 4.00",
+		"ratio mmsg-napi/udp-napi overload-64 4.40",
 		"ratio afxdp/udp rx-64 3.50",
 		"ratio afxdp/asavie rx-64 1.40",
 		"ratio afxdp/asavie cpu-per-pkt-64 0.60",

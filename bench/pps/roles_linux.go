@@ -90,9 +90,9 @@ func serveReceiver(ctx context.Context, cfg childConfig, cmds <-chan string) err
 	closeReceiver := sync.OnceValue(r.Close)
 	defer closeReceiver()
 	var napi []int
-	if cfg.Transport == nameAFXDP || cfg.Transport == nameAsavie {
-		// XDP is attached now: veth does this device's receive work in NAPI, on the sender's
-		// core unless NAPI runs in a thread pinned to ours.
+	if cfg.Transport == nameAFXDP || cfg.Transport == nameAsavie || onNAPILink(cfg.Transport) {
+		// XDP is attached now, or the parent turned GRO on: veth does this device's receive
+		// work in NAPI, on the sender's core unless NAPI runs in a thread pinned to ours.
 		if napi, err = pinNAPI(cfg.Dev, cfg.CPU); err != nil {
 			fmt.Printf("%s receive work not pinned, the receiver looks faster than it is: %v\n", noteWord, oneLine(err.Error()))
 		}
@@ -172,7 +172,7 @@ func openReceiver(ctx context.Context, cfg childConfig) (receiver, error) {
 		return nil, err
 	}
 	batch := batchSize
-	if cfg.Transport == nameUDP {
+	if baseName(cfg.Transport) == nameUDP {
 		batch = 1 // one datagram per system call
 	}
 	r := &connReceiver{c: c, done: make(chan struct{})}
@@ -185,7 +185,7 @@ func openReceiver(ctx context.Context, cfg childConfig) (receiver, error) {
 
 // openConn opens the named backend on cfg.Local.
 func openConn(ctx context.Context, cfg childConfig) (transport.Conn, error) {
-	switch cfg.Transport {
+	switch baseName(cfg.Transport) {
 	case nameUDP:
 		return udp.Listen(ctx, cfg.Local, udp.Config{})
 	case nameMmsg:
