@@ -43,6 +43,7 @@ func ExampleNewServerCollector() {
 	// nq_server_connections{server="game"} 0
 	// nq_server_connections_accepted_total{server="game"} 0
 	// nq_server_connections_refused_total{server="game"} 0
+	// nq_server_frames_held_total{server="game"} 0
 	// nq_server_frames_received_total{server="game"} 0
 	// nq_server_frames_sent_total{server="game"} 0
 	// nq_server_handshakes_in_progress{server="game"} 0

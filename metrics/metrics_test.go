@@ -189,6 +189,7 @@ func TestScrape(t *testing.T) {
 		"nq_server_requests_in_flight":         "gauge",
 		"nq_server_frames_sent_total":          "counter",
 		"nq_server_frames_received_total":      "counter",
+		"nq_server_frames_held_total":          "counter",
 		"nq_client_connections":                "gauge",
 		"nq_client_connections_open":           "gauge",
 		"nq_client_dials_total":                "counter",
@@ -197,6 +198,7 @@ func TestScrape(t *testing.T) {
 		"nq_client_connections_closed_total":   "counter",
 		"nq_client_frames_sent_total":          "counter",
 		"nq_client_frames_received_total":      "counter",
+		"nq_client_frames_held_total":          "counter",
 	}
 	for name, typ := range types {
 		if got := e.types[name]; got != typ {
@@ -220,6 +222,7 @@ func TestScrape(t *testing.T) {
 		"nq_server_requests_in_flight" + s:         1,
 		"nq_server_frames_sent_total" + s:          calls,     // replies
 		"nq_server_frames_received_total" + s:      calls + 1, // requests, the held one included
+		"nq_server_frames_held_total" + s:          0,
 		"nq_client_connections" + c:                1,
 		"nq_client_connections_open" + c:           1,
 		"nq_client_dials_total" + c:                1,
@@ -228,6 +231,7 @@ func TestScrape(t *testing.T) {
 		"nq_client_connections_closed_total" + c:   0,
 		"nq_client_frames_sent_total" + c:          calls + 1,
 		"nq_client_frames_received_total" + c:      calls,
+		"nq_client_frames_held_total" + c:          0,
 	})
 
 	if err := held.Reply(nil); err != nil {

@@ -116,7 +116,7 @@ type Client struct {
 
 	dials, dialFailures, opens, closes atomic.Uint64
 	// frames of finalized Conns, so the totals never go down; guarded by mu
-	finalFramesSent, finalFramesRecv uint64
+	finalFramesSent, finalFramesRecv, finalFramesHeld uint64
 }
 
 // ClientStats is a snapshot of a client's counters (cumulative, except where noted).
@@ -130,6 +130,8 @@ type ClientStats struct {
 	Opens, Closes uint64
 	// FramesSent and FramesReceived count RPC frames and records over every Conn.
 	FramesSent, FramesReceived uint64
+	// FramesHeld counts requests and notifications held back over every Conn (Stats.FramesHeld).
+	FramesHeld uint64
 }
 
 // TransportStats returns the summed counters of the client's packet sockets, and false when no
@@ -163,9 +165,11 @@ func (cl *Client) Stats() ClientStats {
 		conns = append(conns, c)
 		st.FramesSent += c.framesSent.Load()
 		st.FramesReceived += c.framesRecv.Load()
+		st.FramesHeld += c.framesHeld.Load()
 	}
 	st.FramesSent += cl.finalFramesSent
 	st.FramesReceived += cl.finalFramesRecv
+	st.FramesHeld += cl.finalFramesHeld
 	cl.mu.Unlock()
 	st.Conns = len(conns)
 	for _, c := range conns {
@@ -792,6 +796,7 @@ func (c *Conn) finalize() {
 	delete(cl.conns, c)
 	cl.finalFramesSent += c.framesSent.Load()
 	cl.finalFramesRecv += c.framesRecv.Load()
+	cl.finalFramesHeld += c.framesHeld.Load()
 	cl.mu.Unlock()
 	c.markEnded()
 }

@@ -41,6 +41,7 @@ type Conn struct {
 
 	framesSent atomic.Uint64
 	framesRecv atomic.Uint64
+	framesHeld atomic.Uint64
 
 	ctx    context.Context // ends when the Conn is finalized (client) or closed (server)
 	cancel context.CancelFunc
@@ -334,6 +335,10 @@ type Stats struct {
 	BytesSent, BytesReceived, BytesLost       uint64
 	// FramesSent and FramesReceived count RPC frames and records over the life of the Conn.
 	FramesSent, FramesReceived uint64
+	// FramesHeld counts the requests and notifications whose handlers waited because more than
+	// 256 KiB of output to the peer was unsent on their stream (the peer reads slower than it
+	// asks; see ErrPeerNotReading).
+	FramesHeld uint64
 }
 
 // Stats returns the connection's counters.
@@ -341,7 +346,8 @@ func (c *Conn) Stats() Stats {
 	c.mu.Lock()
 	g, n := c.gen, c.genN
 	c.mu.Unlock()
-	st := Stats{Generation: n, FramesSent: c.framesSent.Load(), FramesReceived: c.framesRecv.Load()}
+	st := Stats{Generation: n, FramesSent: c.framesSent.Load(), FramesReceived: c.framesRecv.Load(),
+		FramesHeld: c.framesHeld.Load()}
 	if g != nil {
 		qs := g.qc.ConnectionStats()
 		st.Open = true
@@ -402,6 +408,8 @@ type generation struct {
 	refused atomic.Bool
 
 	datagramsDone chan struct{} // closed when the datagram hook's goroutine ends (nil: none)
+	// heldBytes is the size of the frames its RPC streams hold back (RPCStream.hold).
+	heldBytes atomic.Int64
 
 	mu        sync.Mutex
 	sockets   []*clientSocket // sockets this connection migrated to, closed when it ends
@@ -579,6 +587,8 @@ func (g *generation) classify(err error) error {
 			return fmt.Errorf("nq: stream %d: %w", se.StreamID, ErrProtocol)
 		case wire.StreamFrameTooLarge:
 			return fmt.Errorf("nq: stream %d: %w", se.StreamID, ErrFrameTooLarge)
+		case wire.StreamNotReading:
+			return fmt.Errorf("nq: stream %d: %w", se.StreamID, ErrPeerNotReading)
 		default:
 			return fmt.Errorf("nq: stream %d reset (code %d): %w", se.StreamID, se.ErrorCode, ErrClosed)
 		}

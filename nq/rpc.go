@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,13 @@ type RPCStream struct {
 	srv      *Server   // the server the stream belongs to; nil on a client
 	requests []Request // unused Request records, taken by the reader one at a time
 	reuse    *Request  // a record answered during its handler, to reuse (RPCHandler.ReuseRequests)
+	// held holds whole request and notification frames that arrived while the stream's unsent
+	// output was over its backlog limit (the peer not reading its answers); they run, in order,
+	// once it drops. Only the reader touches it.
+	held []byte
+	// heldAcct is what held counts against the connection's budget (generation.heldBytes); the
+	// stream's close gives it back and leaves it at closedHeld, after which nothing is counted.
+	heldAcct atomic.Int64
 
 	mu    sync.Mutex // guards value
 	value any
@@ -308,29 +316,40 @@ func (r *RPCStream) finish(c call, reply []byte, err error) {
 
 // consume dispatches every complete frame in b.
 func (r *RPCStream) consume(b []byte) (int, error) {
+	var pass passFlags
+	hold := false
+	if len(r.held) > 0 {
+		r.release(&pass)
+		hold = len(r.held) > 0
+	}
 	used := 0
 	var f wire.Frame
-	var pass passFlags
 	for used < len(b) {
 		if r.s.isClosed() {
 			return len(b), nil // a handler closed the stream: drop the rest of the chunk
 		}
 		n, err := f.Decode(b[used:], r.s.maxFrame)
 		if errors.Is(err, wire.ErrShort) {
-			return used, nil
+			break
 		}
 		if err != nil {
 			return used, err
 		}
+		frame := b[used : used+n]
 		used += n
 		r.s.framesIn++
 		switch f.Kind {
-		case wire.KindRequest:
-			r.dispatchRequest(f, &pass)
-		case wire.KindNotify:
-			if r.h.OnNotify != nil {
-				r.h.OnNotify(r, f.Method, f.Payload)
+		case wire.KindRequest, wire.KindNotify:
+			if !hold && r.s.overBacklog() {
+				hold = true
 			}
+			if hold {
+				if err := r.hold(frame); err != nil {
+					return used, err
+				}
+				continue
+			}
+			r.dispatch(f, &pass)
 		case wire.KindReply:
 			r.complete(f.MsgID, f.Payload, nil)
 		case wire.KindError:
@@ -341,7 +360,89 @@ func (r *RPCStream) consume(b []byte) (int, error) {
 			r.complete(f.MsgID, nil, &RemoteError{Code: code, Message: msg, Data: append([]byte(nil), data...)})
 		}
 	}
+	// Frames held back wait for a wake from the writer side, asked for before looking at the
+	// backlog once more so that a drop in between is not missed.
+	for len(r.held) > 0 && !r.s.isClosed() {
+		r.s.wakeReader.Store(true)
+		if r.s.overBacklog() {
+			break
+		}
+		r.s.wakeReader.Store(false)
+		r.release(&pass)
+	}
 	return used, nil
+}
+
+// dispatch runs the handler of a request or notification frame.
+func (r *RPCStream) dispatch(f wire.Frame, pass *passFlags) {
+	if f.Kind == wire.KindRequest {
+		r.dispatchRequest(f, pass)
+	} else if r.h.OnNotify != nil {
+		r.h.OnNotify(r, f.Method, f.Payload)
+	}
+}
+
+// heldLimit is how many bytes of frames a connection's RPC streams hold back, together, before
+// the one that would hold more is reset.
+func (r *RPCStream) heldLimit() int64 {
+	return int64(max(heldFloor, 2*(r.s.maxFrame+wire.MaxFrameHeaderLen)))
+}
+
+// hold keeps a request or notification frame to run once unsent output drops, or fails with
+// ErrPeerNotReading when the connection holds too much already.
+func (r *RPCStream) hold(frame []byte) error {
+	g, n := r.s.gen, int64(len(frame))
+	if total := g.heldBytes.Add(n); total > r.heldLimit() {
+		g.heldBytes.Add(-n)
+		return fmt.Errorf("%w: %d bytes of output unsent on the stream, %d bytes of requests held on the connection",
+			ErrPeerNotReading, r.s.unsent(), total-n)
+	}
+	if r.heldAcct.Add(n) < 0 {
+		g.heldBytes.Add(-n) // the stream has closed: it no longer counts
+	}
+	r.held = append(r.held, frame...)
+	r.s.gen.conn.framesHeld.Add(1)
+	return nil
+}
+
+// heldKeep is the capacity of an emptied held buffer worth keeping for the next time.
+const heldKeep = 64 << 10
+
+// release runs held frames in order until none is left, the stream closes, or unsent output is
+// over the backlog limit again.
+func (r *RPCStream) release(pass *passFlags) {
+	used := 0
+	var f wire.Frame
+	for used < len(r.held) && !r.s.isClosed() && !r.s.overBacklog() {
+		n, err := f.Decode(r.held[used:], r.s.maxFrame)
+		if err != nil {
+			break // cannot happen: only whole frames that decoded are held
+		}
+		used += n
+		r.dispatch(f, pass)
+	}
+	if r.s.isClosed() {
+		used = len(r.held)
+	}
+	if r.heldAcct.Add(-int64(used)) >= 0 {
+		r.s.gen.heldBytes.Add(-int64(used))
+	}
+	r.held = r.held[:copy(r.held, r.held[used:])]
+	if len(r.held) == 0 && cap(r.held) > heldKeep {
+		r.held = nil
+	}
+}
+
+// closedHeld marks heldAcct once the stream has closed: far enough below zero that no amount
+// held later brings it back up.
+const closedHeld = math.MinInt64 / 2
+
+// releaseHeld gives what the stream holds back to the connection's budget when the stream
+// closes (before its close hook runs): the held frames will never run. The reader drops them.
+func (r *RPCStream) releaseHeld() {
+	if n := r.heldAcct.Swap(closedHeld); n > 0 {
+		r.s.gen.heldBytes.Add(-n)
+	}
 }
 
 // passFlags are facts about the connection that the requests of one received chunk share, read

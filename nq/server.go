@@ -572,12 +572,13 @@ func (s *Server) serveConn(qc *quicgo.Conn, full bool) {
 type serverCounters struct {
 	accepted, refused atomic.Uint64
 	// guarded by Server.mu
-	closedFramesSent, closedFramesRecv uint64
+	closedFramesSent, closedFramesRecv, closedFramesHeld uint64
 }
 
 func (sc *serverCounters) addClosed(c *Conn) {
 	sc.closedFramesSent += c.framesSent.Load()
 	sc.closedFramesRecv += c.framesRecv.Load()
+	sc.closedFramesHeld += c.framesHeld.Load()
 }
 
 // ServerStats is a snapshot of a server's counters (cumulative since Listen, except where noted).
@@ -603,6 +604,9 @@ type ServerStats struct {
 	InFlight int64
 	// FramesSent and FramesReceived count RPC frames and records over every connection.
 	FramesSent, FramesReceived uint64
+	// FramesHeld counts requests and notifications held back over every connection
+	// (Stats.FramesHeld): a rising count names peers that ask faster than they read.
+	FramesHeld uint64
 }
 
 // Stats returns the server's counters.
@@ -611,10 +615,12 @@ func (s *Server) Stats() ServerStats {
 	st := ServerStats{
 		FramesSent:     s.counters.closedFramesSent,
 		FramesReceived: s.counters.closedFramesRecv,
+		FramesHeld:     s.counters.closedFramesHeld,
 	}
 	for c := range s.conns {
 		st.FramesSent += c.framesSent.Load()
 		st.FramesReceived += c.framesRecv.Load()
+		st.FramesHeld += c.framesHeld.Load()
 	}
 	s.mu.Unlock()
 	st.Conns = int(s.nconns.Load())

@@ -3,6 +3,9 @@ package nq_test
 import (
 	"context"
 	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -67,4 +70,302 @@ func TestStreamClosedStopsReading(t *testing.T) {
 			t.Fatalf("the server kept reading a stream it had closed: %d bytes", total)
 		}
 	}
+}
+
+// TestPeerNotReadingIsReset: a peer that sends requests and never reads the answers gets its
+// stream reset with StreamNotReading once the server holds its bounded share of answers and
+// held-back requests; before that the server stops running handlers (the answers it builds stay
+// bounded however much the peer sends), and the connection's other streams keep working.
+func TestPeerNotReadingIsReset(t *testing.T) {
+	const replySize = 64 << 10
+	reply := make([]byte, replySize)
+	var handled atomic.Int64
+	closed := make(chan error, 1)
+	mux := nq.NewMux()
+	if err := mux.HandleRPC("rpc", nq.RPCHandler{
+		OnRequest: func(req *nq.Request) {
+			handled.Add(1)
+			req.Reply(reply)
+		},
+		OnClose: func(_ *nq.RPCStream, err error) {
+			select {
+			case closed <- err:
+			default:
+			}
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := mux.HandleRPC("echo", nq.RPCHandler{OnRequest: func(req *nq.Request) { req.Reply(req.Payload) }}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: mux}
+	if err := srv.Listen(context.Background(), "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	qc := rawDial(t, srv.Addr().String())
+	s := rawStream(t, qc, "rpc", nil)
+
+	var batch []byte
+	for id := uint64(1); id <= 256; id++ {
+		batch, _ = wire.AppendRequest(batch, 1, id, []byte("map chunk"))
+	}
+	total := 0
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reset after %d bytes of requests (%d handled)", total, handled.Load())
+		}
+		if err := s.SetWriteDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		n, err := s.Write(batch)
+		total += n
+		var se *quicgo.StreamError
+		if errors.As(err, &se) {
+			if wire.StreamCode(se.ErrorCode) != wire.StreamNotReading {
+				t.Fatalf("stream reset with %v, want StreamNotReading", wire.StreamCode(se.ErrorCode))
+			}
+			break
+		}
+		if err != nil {
+			t.Fatalf("write after %d bytes: %v", total, err)
+		}
+	}
+	// The handlers that ran built at most the backlog limit (256 KiB), what the peer's flow
+	// control window took (512 KiB, quic-go's initial window: the peer reads nothing, so it
+	// never grows) and one answer past the limit; allow twice that.
+	if n := handled.Load(); n*replySize > 2*(256<<10+512<<10+replySize) {
+		t.Errorf("%d requests handled (%d MiB of answers) for a peer that reads none", n, n*replySize>>20)
+	}
+	select {
+	case err := <-closed:
+		if !errors.Is(err, nq.ErrPeerNotReading) {
+			t.Errorf("server's close hook saw %v, want ErrPeerNotReading", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server's close hook did not run")
+	}
+	if st := srv.Stats(); st.FramesHeld == 0 {
+		t.Errorf("Stats().FramesHeld = 0 after requests were held back")
+	}
+	t.Logf("reset after %d bytes of requests, %d handled", total, handled.Load())
+
+	// The connection's other streams still work.
+	echo := rawStream(t, qc, "echo", nil)
+	req, _ := wire.AppendRequest(nil, 1, 1, []byte("still here"))
+	if _, err := echo.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	_ = echo.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var f wire.Frame
+	buf := make([]byte, 0, 256)
+	for {
+		tmp := make([]byte, 256)
+		n, err := echo.Read(tmp)
+		buf = append(buf, tmp[:n]...)
+		if _, derr := f.Decode(buf, 1<<20); derr == nil {
+			break
+		}
+		if err != nil {
+			t.Fatalf("echo on another stream: %v", err)
+		}
+	}
+	if f.Kind != wire.KindReply || string(f.Payload) != "still here" {
+		t.Fatalf("echo answered %v %q", f.Kind, f.Payload)
+	}
+}
+
+// TestHeldFramesBoundedPerConnection: what a peer's streams hold back counts against one budget
+// per connection (4 MiB by default), so spreading the requests over several streams that read
+// nothing does not multiply it: a stream is reset before the peer has written much more than
+// the budget in all.
+func TestHeldFramesBoundedPerConnection(t *testing.T) {
+	addr := amplifyingServer(t)
+	qc := rawDial(t, addr)
+	const streams = 4
+	var ss []*quicgo.Stream
+	for range streams {
+		ss = append(ss, rawStream(t, qc, "rpc", nil))
+	}
+	var batch []byte
+	for id := uint64(1); id <= 1024; id++ {
+		batch, _ = wire.AppendRequest(batch, 1, id, []byte("ping"))
+	}
+	total := 0
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		for i, s := range ss {
+			if time.Now().After(deadline) {
+				t.Fatalf("no stream reset after %d bytes of requests on %d streams", total, streams)
+			}
+			if err := s.SetWriteDeadline(time.Now().Add(5 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			n, err := s.Write(batch)
+			total += n
+			var se *quicgo.StreamError
+			if errors.As(err, &se) {
+				if wire.StreamCode(se.ErrorCode) != wire.StreamNotReading {
+					t.Fatalf("stream %d reset with %v, want StreamNotReading", i, wire.StreamCode(se.ErrorCode))
+				}
+				// Four streams each held to a per-stream budget would take 16 MiB; one budget
+				// for the connection is reached at 4 MiB plus what each stream's answers
+				// took before holding started (well under 1 MiB of requests each).
+				if total > 8<<20 {
+					t.Errorf("first reset after %d bytes of requests on %d streams, want under 8 MiB", total, streams)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("stream %d: write after %d bytes: %v", i, total, err)
+			}
+		}
+	}
+}
+
+// TestHeldFramesReleasedOnClose: what a stream held back leaves the connection's budget when the
+// stream ends, so a later stream of the same peer may hold as much again.
+func TestHeldFramesReleasedOnClose(t *testing.T) {
+	reply := make([]byte, 1024)
+	closed := make(chan error, 4)
+	mux := nq.NewMux()
+	if err := mux.HandleRPC("rpc", nq.RPCHandler{
+		OnRequest: func(req *nq.Request) { req.Reply(reply) },
+		OnClose:   func(_ *nq.RPCStream, err error) { closed <- err },
+	}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: mux}
+	if err := srv.Listen(context.Background(), "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	qc := rawDial(t, srv.Addr().String())
+
+	var batch []byte
+	const perBatch, batches = 1024, 380 // 8 bytes a request: 2.9 MiB, over half the 4 MiB budget
+	for id := uint64(1); id <= perBatch; id++ {
+		batch, _ = wire.AppendRequest(batch, 1, id, []byte("ping"))
+	}
+	// send writes the requests on a fresh stream and waits until the server has held at least
+	// held frames in all (it holds all but the first few hundred of each stream).
+	send := func(held uint64) *quicgo.Stream {
+		s := rawStream(t, qc, "rpc", nil)
+		for range batches {
+			if err := s.SetWriteDeadline(time.Now().Add(5 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Write(batch); err != nil {
+				t.Fatalf("write: %v", err)
+			}
+		}
+		for deadline := time.Now().Add(20 * time.Second); srv.Stats().FramesHeld < held; {
+			select {
+			case err := <-closed:
+				t.Fatalf("stream closed while holding: %v", err)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the server held %d frames, want %d", srv.Stats().FramesHeld, held)
+			}
+			time.Sleep(time.Millisecond) // polling a counter: the server reads at its own pace
+		}
+		return s
+	}
+	const mostOfOneStream = perBatch * (batches - 2)
+	a := send(mostOfOneStream)
+	a.CancelWrite(0x99)
+	a.CancelRead(0x99)
+	select {
+	case err := <-closed:
+		if errors.Is(err, nq.ErrPeerNotReading) {
+			t.Fatalf("first stream: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first stream did not close")
+	}
+	send(2 * mostOfOneStream) // would pass the budget if the first stream's frames still counted
+}
+
+// TestBigAnswersKeepOrder: a client that pipelines calls with large answers and notifications
+// between them, and reads everything, makes the server's unsent output pass the backlog limit
+// many times over; the server holds requests back meanwhile, and still every call is answered
+// and every handler runs once, in the order the client sent them.
+func TestBigAnswersKeepOrder(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e *env) {
+		const (
+			calls     = 48
+			replySize = 256 << 10
+		)
+		reply := make([]byte, replySize)
+		var mu sync.Mutex
+		var order []uint32
+		notified := make(chan struct{})
+		mux := nq.NewMux()
+		if err := mux.HandleRPC("rpc", nq.RPCHandler{
+			OnRequest: func(req *nq.Request) {
+				mu.Lock()
+				order = append(order, req.Method)
+				mu.Unlock()
+				req.Reply(reply)
+			},
+			OnNotify: func(_ *nq.RPCStream, method uint32, _ []byte) {
+				mu.Lock()
+				order = append(order, method)
+				mu.Unlock()
+				if method == 2*calls-1 {
+					close(notified)
+				}
+			},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		addr := startEchoServer(t, e, mux, 0)
+		c, err := newClient(t, e, clientOptions{}).Dial(context.Background(), addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		rs, err := c.RPC("rpc").Stream(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		type result struct {
+			n   int
+			err error
+		}
+		results := make(chan result, calls)
+		var want []uint32
+		for i := uint32(0); i < calls; i++ {
+			if err := rs.Go(ctx, 2*i, nil, func(b []byte, err error) { results <- result{len(b), err} }); err != nil {
+				t.Fatal(err)
+			}
+			if err := rs.Notify(2*i+1, nil); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, 2*i, 2*i+1)
+		}
+		for i := range calls {
+			select {
+			case r := <-results:
+				if r.err != nil || r.n != replySize {
+					t.Fatalf("answer %d: %d bytes, %v", i, r.n, r.err)
+				}
+			case <-ctx.Done():
+				t.Fatalf("%d of %d calls answered", i, calls)
+			}
+		}
+		select {
+		case <-notified:
+		case <-ctx.Done():
+			t.Fatal("the last notification's handler did not run")
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Equal(order, want) {
+			t.Fatalf("handlers ran in the order %v, want %v", order, want)
+		}
+	})
 }

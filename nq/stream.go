@@ -5,8 +5,10 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	quicgo "github.com/quic-go/quic-go"
 
@@ -19,6 +21,18 @@ const flushThreshold = 32 << 10
 
 // readChunk is the initial read buffer of a stream; it grows up to the frame limit as needed.
 const readChunk = 4 << 10
+
+// Bounds on what a peer that does not read its answers can make a connection hold. Past
+// backlogLimit of unsent output on an RPC stream, the stream's reader holds new requests and
+// notifications back instead of running their handlers, and goes on reading (the answers to its
+// own calls may be behind them). Once the frames held on the connection's streams together pass
+// heldFloor (or twice the largest frame), the stream that holds one more is reset with
+// ErrPeerNotReading. Holding rather than pausing the reader keeps two peers that call each other
+// heavily on one stream from each waiting for the other to read.
+const (
+	backlogLimit = 256 << 10
+	heldFloor    = 4 << 20
+)
 
 // errPeerFinished closes a stream the peer finished (FIN). It matches ErrClosed (the stream is
 // closed; calls made on it now fail) and ErrConnLost (calls that were pending on it are lost).
@@ -94,6 +108,13 @@ type stream struct {
 	finned                       bool          // FIN sent or pending (finish ran)
 	finPending                   bool          // finish came during a blocking write: send FIN when it is done
 	unblocked                    chan struct{} // closed when the blocking write ends (made when it starts)
+
+	// blockedLen is the size of the buffer a blocking write is handing to quic-go, 0 when none
+	// runs (written under flushMu); with wbuf it is the stream's unsent output.
+	blockedLen atomic.Int64
+	// wakeReader is set by a reader that holds frames back until unsent output drops to the
+	// backlog limit; whoever makes it drop wakes the reader with a read deadline in the past.
+	wakeReader atomic.Bool
 
 	opened   atomic.Bool // the open hook accepted the stream
 	hooked   atomic.Bool // the close hook has run (or is running)
@@ -197,6 +218,7 @@ func (s *stream) flushLocked() {
 	err := s.qs.TryWriteAll(buf)
 	if errors.Is(err, quicgo.ErrWouldBlock) {
 		s.blocked = true
+		s.blockedLen.Store(int64(len(buf)))
 		s.unblocked = make(chan struct{})
 		s.flushMu.Unlock()
 		go s.blockingWrite(buf)
@@ -206,7 +228,9 @@ func (s *stream) flushLocked() {
 	s.flushMu.Unlock()
 	if err != nil {
 		s.failWrites(err)
+		return
 	}
+	s.outputShrank()
 }
 
 // blockingWrite finishes a flush that flow control held back, then sends with blocking writes
@@ -219,6 +243,7 @@ func (s *stream) blockingWrite(buf []byte) {
 		s.keepSpare(buf)
 		if err != nil {
 			s.blocked = false
+			s.blockedLen.Store(0)
 			close(s.unblocked)
 			s.flushMu.Unlock()
 			s.failWrites(err)
@@ -226,6 +251,7 @@ func (s *stream) blockingWrite(buf []byte) {
 		}
 		s.wmu.Lock()
 		buf = s.wbuf
+		s.blockedLen.Store(int64(len(buf)))
 		if len(buf) == 0 {
 			s.wmu.Unlock()
 			s.blocked = false
@@ -235,11 +261,39 @@ func (s *stream) blockingWrite(buf []byte) {
 			if fin {
 				s.qs.Close()
 			}
+			s.outputShrank()
 			return
 		}
 		s.handOn()
 		s.wmu.Unlock()
 		s.flushMu.Unlock()
+		s.outputShrank()
+	}
+}
+
+// unsent returns the stream's output that quic-go has not accepted yet.
+func (s *stream) unsent() int64 {
+	s.wmu.Lock()
+	n := len(s.wbuf)
+	s.wmu.Unlock()
+	return int64(n) + s.blockedLen.Load()
+}
+
+// overBacklog reports whether the stream's unsent output is over its backlog limit. Output is
+// unsent only while a blocking write waits for the peer, so the common case is one atomic load.
+func (s *stream) overBacklog() bool {
+	blocked := s.blockedLen.Load()
+	if blocked == 0 {
+		return false
+	}
+	return blocked > backlogLimit || s.unsent() > backlogLimit
+}
+
+// outputShrank wakes a reader that holds frames back until unsent output drops to the backlog
+// limit, if it now has: a read deadline in the past ends its wait in Read.
+func (s *stream) outputShrank() {
+	if s.wakeReader.Load() && !s.overBacklog() && s.wakeReader.CompareAndSwap(true, false) {
+		_ = s.qs.SetReadDeadline(time.Now())
 	}
 }
 
@@ -323,8 +377,10 @@ func (s *stream) readLoop(prefix []byte) {
 	buf := make([]byte, max(readChunk, len(prefix)))
 	end := copy(buf, prefix)
 	start := 0
+	woken := false // a wake from outputShrank: held frames may run now
 	for {
-		if end > start {
+		if end > start || woken {
+			woken = false
 			s.setPass(true)
 			n, err := s.proto.consume(buf[start:end])
 			s.setPass(false)
@@ -354,6 +410,12 @@ func (s *stream) readLoop(prefix []byte) {
 		}
 		n, err := s.qs.Read(buf[end:])
 		end += n
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// Only outputShrank sets a deadline on a stream past its preamble.
+			_ = s.qs.SetReadDeadline(time.Time{})
+			woken = true
+			continue
+		}
 		if err != nil {
 			if end > start {
 				s.setPass(true)
@@ -386,9 +448,13 @@ func (s *stream) readLoop(prefix []byte) {
 func (s *stream) protocolError(err error) {
 	code := wire.StreamProtocolError
 	cerr := error(ErrProtocol)
-	if errors.Is(err, wire.ErrFrameTooLarge) {
+	switch {
+	case errors.Is(err, wire.ErrFrameTooLarge):
 		code = wire.StreamFrameTooLarge
 		cerr = ErrFrameTooLarge
+	case errors.Is(err, ErrPeerNotReading):
+		code = wire.StreamNotReading
+		cerr = ErrPeerNotReading
 	}
 	s.gen.conn.log.Debug("nq: stream protocol error", "stream", s.qs.StreamID(), "protocol", s.name, "err", err)
 	s.abort(code, errors.Join(cerr, err))
@@ -452,6 +518,9 @@ func (s *stream) close(err error) {
 	s.closing.Store(true)
 	s.wmu.Unlock()
 	s.cancel()
+	if rs, ok := s.proto.(*RPCStream); ok {
+		rs.releaseHeld()
+	}
 	// Stop reading too: what arrives from now on would only be discarded, and the peer (one
 	// that sent STOP_SENDING, say) would otherwise go on sending.
 	s.qs.CancelRead(quicgo.StreamErrorCode(wire.StreamClosed))

@@ -22,6 +22,9 @@ const (
 	StreamRejected StreamCode = 0x14
 	// StreamFrameTooLarge: a frame or record declared a payload over the receiver's limit.
 	StreamFrameTooLarge StreamCode = 0x15
+	// StreamNotReading: the peer kept sending requests without reading the answers, past the
+	// receiver's bounds on unsent answers and on requests held back meanwhile.
+	StreamNotReading StreamCode = 0x16
 )
 
 // String returns the code's name ("StreamProtocolError"), or "StreamCode(0x..)" for a code
@@ -40,6 +43,8 @@ func (c StreamCode) String() string {
 		return "StreamRejected"
 	case StreamFrameTooLarge:
 		return "StreamFrameTooLarge"
+	case StreamNotReading:
+		return "StreamNotReading"
 	}
 	return "StreamCode(0x" + strconv.FormatUint(uint64(c), 16) + ")"
 }

@@ -8,7 +8,8 @@ func TestCodes(t *testing.T) {
 		StreamClosed: "StreamClosed", StreamCancelled: "StreamCancelled",
 		StreamProtocolError: "StreamProtocolError", StreamUnknownProtocol: "StreamUnknownProtocol",
 		StreamRejected: "StreamRejected", StreamFrameTooLarge: "StreamFrameTooLarge",
-		0x99: "StreamCode(0x99)",
+		StreamNotReading: "StreamNotReading",
+		0x99:             "StreamCode(0x99)",
 	}
 	for c, want := range streams {
 		if got := c.String(); got != want {
