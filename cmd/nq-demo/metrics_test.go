@@ -90,6 +90,7 @@ func TestRunMetrics(t *testing.T) {
 		"nq_server_requests_in_flight" + s:         0,
 		"nq_server_frames_sent_total" + s:          total,
 		"nq_server_frames_received_total" + s:      total,
+		"nq_server_frames_held_total" + s:          0,
 		"nq_client_connections" + c:                conns,
 		"nq_client_connections_open" + c:           conns,
 		"nq_client_dials_total" + c:                conns,
@@ -98,6 +99,7 @@ func TestRunMetrics(t *testing.T) {
 		"nq_client_connections_closed_total" + c:   0,
 		"nq_client_frames_sent_total" + c:          total,
 		"nq_client_frames_received_total" + c:      total,
+		"nq_client_frames_held_total" + c:          0,
 	}
 	for k, w := range want {
 		got, ok := samples[k]

@@ -36,7 +36,7 @@ func TestCodes(t *testing.T) {
 		}
 		seen[uint64(c)] = want
 	}
-	if len(seen) != 11 {
-		t.Errorf("%d distinct codes, want 11", len(seen))
+	if len(seen) != 12 {
+		t.Errorf("%d distinct codes, want 12", len(seen))
 	}
 }
