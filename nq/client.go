@@ -130,7 +130,8 @@ type ClientStats struct {
 	Opens, Closes uint64
 	// FramesSent and FramesReceived count RPC frames and records over every Conn.
 	FramesSent, FramesReceived uint64
-	// FramesHeld counts requests and notifications held back over every Conn (Stats.FramesHeld).
+	// FramesHeld counts requests (and notifications behind them) held back over every Conn
+	// (Stats.FramesHeld).
 	FramesHeld uint64
 }
 

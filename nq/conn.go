@@ -335,9 +335,9 @@ type Stats struct {
 	BytesSent, BytesReceived, BytesLost       uint64
 	// FramesSent and FramesReceived count RPC frames and records over the life of the Conn.
 	FramesSent, FramesReceived uint64
-	// FramesHeld counts the requests and notifications whose handlers waited because more than
-	// 256 KiB of output to the peer was unsent on their stream (the peer reads slower than it
-	// asks; see ErrPeerNotReading).
+	// FramesHeld counts the requests (and notifications behind them) whose handlers waited
+	// because more than 256 KiB of output to the peer was unsent on their stream (the peer reads
+	// slower than it asks; see ErrPeerNotReading).
 	FramesHeld uint64
 }
 

@@ -27,12 +27,12 @@ var (
 	ErrFrameTooLarge = errors.New("nq: frame too large")
 	// ErrProtocol: the peer broke the wire protocol (malformed frame); the stream was closed.
 	ErrProtocol = errors.New("nq: protocol violation")
-	// ErrPeerNotReading: an RPC stream was reset because the peer kept sending requests and
-	// notifications without reading the answers. Past 256 KiB of output unsent on a stream, its
-	// new requests and notifications are held back until the peer has read enough; once what
-	// the connection's streams hold passes 4 MiB (or twice the frame limit), the stream that
-	// would hold more is reset. A peer that reads its answers, however slowly its link carries
-	// them, does not get there: it has only as many requests outstanding as it pipelines.
+	// ErrPeerNotReading: an RPC stream was reset because the peer kept sending requests without
+	// reading the answers. Past 256 KiB of output unsent on a stream, its new requests (and the
+	// notifications behind them) are held back until the peer has read enough; once what the
+	// connection's streams hold passes 4 MiB (or twice the frame limit), the stream that would
+	// hold more is reset. A peer that reads its answers, however slowly its link carries them,
+	// does not get there unless it pipelines that much.
 	ErrPeerNotReading = errors.New("nq: peer does not read its answers")
 	// ErrServerShutdown: the server is shutting down gracefully. A client's close hook sees it
 	// when the server closed the connection while draining, and calls refused while the server

@@ -317,10 +317,8 @@ func (r *RPCStream) finish(c call, reply []byte, err error) {
 // consume dispatches every complete frame in b.
 func (r *RPCStream) consume(b []byte) (int, error) {
 	var pass passFlags
-	hold := false
 	if len(r.held) > 0 {
-		r.release(&pass)
-		hold = len(r.held) > 0
+		r.release()
 	}
 	used := 0
 	var f wire.Frame
@@ -340,11 +338,10 @@ func (r *RPCStream) consume(b []byte) (int, error) {
 		r.s.framesIn++
 		switch f.Kind {
 		case wire.KindRequest, wire.KindNotify:
-			if !hold && r.s.overBacklog() {
-				hold = true
-			}
-			if hold {
-				if err := r.hold(frame); err != nil {
+			// A request is held while the stream's output is backed up; a notification only
+			// behind a held request (its handler's output, if any, is the application's).
+			if len(r.held) > 0 || (f.Kind == wire.KindRequest && r.s.overBacklog()) {
+				if err := r.hold(f.Kind, frame, &pass); err != nil {
 					return used, err
 				}
 				continue
@@ -368,9 +365,30 @@ func (r *RPCStream) consume(b []byte) (int, error) {
 			break
 		}
 		r.s.wakeReader.Store(false)
-		r.release(&pass)
+		r.release()
 	}
 	return used, nil
+}
+
+// releaseAll runs every held frame, waiting for the peer to read as long as the output is backed
+// up; the reader calls it when the peer has finished its side, so that what it sent before its
+// FIN is handled before the stream closes. It returns early if the stream closes.
+func (r *RPCStream) releaseAll() {
+	for len(r.held) > 0 && !r.s.isClosed() {
+		r.s.wakeReader.Store(true)
+		if r.s.overBacklog() {
+			select {
+			case <-r.s.wake:
+			case <-r.s.ctx.Done():
+				return
+			}
+			continue
+		}
+		r.s.wakeReader.Store(false)
+		r.s.setPass(true)
+		r.release()
+		r.s.setPass(false)
+	}
 }
 
 // dispatch runs the handler of a request or notification frame.
@@ -388,20 +406,43 @@ func (r *RPCStream) heldLimit() int64 {
 	return int64(max(heldFloor, 2*(r.s.maxFrame+wire.MaxFrameHeaderLen)))
 }
 
-// hold keeps a request or notification frame to run once unsent output drops, or fails with
-// ErrPeerNotReading when the connection holds too much already.
-func (r *RPCStream) hold(frame []byte) error {
-	g, n := r.s.gen, int64(len(frame))
-	if total := g.heldBytes.Add(n); total > r.heldLimit() {
-		g.heldBytes.Add(-n)
-		return fmt.Errorf("%w: %d bytes of output unsent on the stream, %d bytes of requests held on the connection",
-			ErrPeerNotReading, r.s.unsent(), total-n)
+// Flags stored in the byte before each held frame: what the connection was when it arrived.
+const (
+	heldEarly    = 1 << iota // it came in 0-RTT data (Request.Early)
+	heldDraining             // the server was already shutting down (it gets CodeShuttingDown)
+)
+
+// hold keeps a request or notification frame, with the pass's flags as they were on its
+// arrival, to run once unsent output drops; or fails with ErrPeerNotReading when the
+// connection holds too much already.
+func (r *RPCStream) hold(kind wire.Kind, frame []byte, pass *passFlags) error {
+	g, n := r.s.gen, int64(1+len(frame))
+	for {
+		total := g.heldBytes.Load()
+		if total+n > r.heldLimit() {
+			return fmt.Errorf("%w: %d bytes of output unsent on the stream, %d bytes of requests held on the connection",
+				ErrPeerNotReading, r.s.unsent(), total)
+		}
+		if g.heldBytes.CompareAndSwap(total, total+n) {
+			break
+		}
 	}
 	if r.heldAcct.Add(n) < 0 {
 		g.heldBytes.Add(-n) // the stream has closed: it no longer counts
 	}
-	r.held = append(r.held, frame...)
-	r.s.gen.conn.framesHeld.Add(1)
+	var flags byte
+	if kind == wire.KindRequest {
+		r.readPassFlags(pass)
+		if pass.early {
+			flags |= heldEarly
+		}
+		if pass.draining {
+			flags |= heldDraining
+		}
+		r.s.addHeldRequests(1)
+	}
+	r.held = append(append(r.held, flags), frame...)
+	g.conn.framesHeld.Add(1)
 	return nil
 }
 
@@ -410,16 +451,21 @@ const heldKeep = 64 << 10
 
 // release runs held frames in order until none is left, the stream closes, or unsent output is
 // over the backlog limit again.
-func (r *RPCStream) release(pass *passFlags) {
+func (r *RPCStream) release() {
 	used := 0
 	var f wire.Frame
 	for used < len(r.held) && !r.s.isClosed() && !r.s.overBacklog() {
-		n, err := f.Decode(r.held[used:], r.s.maxFrame)
+		flags := r.held[used]
+		n, err := f.Decode(r.held[used+1:], r.s.maxFrame)
 		if err != nil {
 			break // cannot happen: only whole frames that decoded are held
 		}
-		used += n
-		r.dispatch(f, pass)
+		used += 1 + n
+		if f.Kind == wire.KindRequest {
+			r.s.addHeldRequests(-1)
+		}
+		pass := passFlags{read: true, early: flags&heldEarly != 0, draining: flags&heldDraining != 0}
+		r.dispatch(f, &pass)
 	}
 	if r.s.isClosed() {
 		used = len(r.held)
@@ -443,6 +489,7 @@ func (r *RPCStream) releaseHeld() {
 	if n := r.heldAcct.Swap(closedHeld); n > 0 {
 		r.s.gen.heldBytes.Add(-n)
 	}
+	r.s.dropHeldRequests() // none of them will be answered
 }
 
 // passFlags are facts about the connection that the requests of one received chunk share, read
@@ -453,12 +500,17 @@ type passFlags struct {
 	draining bool // the server is shutting down
 }
 
-func (r *RPCStream) dispatchRequest(f wire.Frame, pass *passFlags) {
+// readPassFlags fills pass once per received chunk.
+func (r *RPCStream) readPassFlags(pass *passFlags) {
 	if !pass.read {
 		pass.read = true
 		pass.early = r.s.gen.early.Load() && !r.s.gen.confirmed()
 		pass.draining = r.srv != nil && r.srv.draining.Load()
 	}
+}
+
+func (r *RPCStream) dispatchRequest(f wire.Frame, pass *passFlags) {
+	r.readPassFlags(pass)
 	if r.h.OnRequest == nil {
 		r.writeError(f.MsgID, &RemoteError{Code: CodeNoHandler, Message: "no request handler for " + r.s.name})
 		return

@@ -604,7 +604,7 @@ type ServerStats struct {
 	InFlight int64
 	// FramesSent and FramesReceived count RPC frames and records over every connection.
 	FramesSent, FramesReceived uint64
-	// FramesHeld counts requests and notifications held back over every connection
+	// FramesHeld counts requests (and notifications behind them) held back over every connection
 	// (Stats.FramesHeld): a rising count names peers that ask faster than they read.
 	FramesHeld uint64
 }

@@ -3,6 +3,7 @@ package nq_test
 import (
 	"context"
 	"errors"
+	"io"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -286,6 +287,114 @@ func TestHeldFramesReleasedOnClose(t *testing.T) {
 		t.Fatal("the first stream did not close")
 	}
 	send(2 * mostOfOneStream) // would pass the budget if the first stream's frames still counted
+}
+
+// bigAnswerServer starts a kernel-UDP server whose "rpc" protocol answers every request with 64 KiB
+// (so a peer that has not read yet gets its later requests held) and closes notified when a
+// notification arrives.
+func bigAnswerServer(t *testing.T) (srv *nq.Server, handled *atomic.Int64, notified chan struct{}) {
+	t.Helper()
+	reply := make([]byte, 64<<10)
+	handled = new(atomic.Int64)
+	notified = make(chan struct{})
+	mux := nq.NewMux()
+	if err := mux.HandleRPC("rpc", nq.RPCHandler{
+		OnRequest: func(req *nq.Request) {
+			handled.Add(1)
+			req.Reply(reply)
+		},
+		OnNotify: func(*nq.RPCStream, uint32, []byte) { close(notified) },
+	}); err != nil {
+		t.Fatal(err)
+	}
+	srv = &nq.Server{TLS: certs(t).ServerTLS(), Mux: mux}
+	if err := srv.Listen(context.Background(), "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv, handled, notified
+}
+
+// countAnswers decodes the frames in b and counts the replies.
+func countAnswers(t *testing.T, b []byte) int {
+	t.Helper()
+	n := 0
+	var f wire.Frame
+	for len(b) > 0 {
+		used, err := f.Decode(b, 1<<20)
+		if err != nil {
+			t.Fatalf("answers: %v", err)
+		}
+		if f.Kind == wire.KindReply {
+			n++
+		}
+		b = b[used:]
+	}
+	return n
+}
+
+// TestHeldFramesRunBeforeFIN: requests and a notification held back when the peer finished its
+// side (FIN) still run, as the peer reads, before the stream closes: every request is answered.
+func TestHeldFramesRunBeforeFIN(t *testing.T) {
+	srv, handled, notified := bigAnswerServer(t)
+	qc := rawDial(t, srv.Addr().String())
+	const calls = 16 // 1 MiB of answers: past the 512 KiB window and the 256 KiB backlog
+	var batch []byte
+	for id := uint64(1); id <= calls; id++ {
+		batch, _ = wire.AppendRequest(batch, 1, id, nil)
+	}
+	batch = wire.AppendNotify(batch, 7, []byte("bye"))
+	s := rawStream(t, qc, "rpc", batch)
+	s.Close() // FIN
+	_ = s.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(s)
+	if err != nil {
+		t.Fatalf("reading the answers: %v (%d of %d handled)", err, handled.Load(), calls)
+	}
+	if n := countAnswers(t, got); n != calls {
+		t.Errorf("%d answers, want %d", n, calls)
+	}
+	select {
+	case <-notified:
+	default:
+		t.Error("the notification sent before FIN never ran")
+	}
+	if srv.Stats().FramesHeld == 0 {
+		t.Error("nothing was held: the test did not exercise the hold")
+	}
+}
+
+// TestShutdownAnswersHeldRequests: Server.Shutdown waits for requests held back (they arrived
+// before it) and they are answered, not refused.
+func TestShutdownAnswersHeldRequests(t *testing.T) {
+	srv, handled, _ := bigAnswerServer(t)
+	qc := rawDial(t, srv.Addr().String())
+	const calls = 16
+	var batch []byte
+	for id := uint64(1); id <= calls; id++ {
+		batch, _ = wire.AppendRequest(batch, 1, id, nil)
+	}
+	s := rawStream(t, qc, "rpc", batch)
+	for deadline := time.Now().Add(10 * time.Second); srv.Stats().FramesHeld == 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing held after 10 s (%d handled)", handled.Load())
+		}
+		time.Sleep(time.Millisecond) // polling a counter: the server reads at its own pace
+	}
+	read := make(chan []byte, 1)
+	go func() {
+		_ = s.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, _ := io.ReadAll(s) // ends when the shutdown closes the connection
+		read <- b
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if n := countAnswers(t, <-read); n != calls {
+		t.Errorf("%d answers before the shutdown closed the connection, want %d (%d handled)", n, calls, handled.Load())
+	}
 }
 
 // TestBigAnswersKeepOrder: a client that pipelines calls with large answers and notifications

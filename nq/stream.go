@@ -23,9 +23,9 @@ const flushThreshold = 32 << 10
 const readChunk = 4 << 10
 
 // Bounds on what a peer that does not read its answers can make a connection hold. Past
-// backlogLimit of unsent output on an RPC stream, the stream's reader holds new requests and
-// notifications back instead of running their handlers, and goes on reading (the answers to its
-// own calls may be behind them). Once the frames held on the connection's streams together pass
+// backlogLimit of unsent output on an RPC stream, the stream's reader holds new requests (and
+// the notifications behind them) back instead of running their handlers, and goes on reading
+// (the answers to its own calls may be behind them). Once the frames held on the connection's streams together pass
 // heldFloor (or twice the largest frame), the stream that holds one more is reset with
 // ErrPeerNotReading. Holding rather than pausing the reader keeps two peers that call each other
 // heavily on one stream from each waiting for the other to read.
@@ -98,16 +98,19 @@ type stream struct {
 	// requestsIn counts the requests dispatched by ended handler passes, requestsAnswered the
 	// answers given (RPC streams; for the server's drain).
 	requestsIn, requestsAnswered int64
-	wbuf                         []byte
-	inPass                       bool
-	werr                         error         // sticky: later writes fail with it (set by a failure or a close)
-	failed                       bool          // a write to quic-go failed: nothing more is sent
-	flushMu                      sync.Mutex    // taken before wmu; guards what follows
-	spare                        []byte        // the buffer handed to quic-go last, emptied for reuse as wbuf
-	blocked                      bool          // a blocking write is in progress; flushes leave the buffer to it
-	finned                       bool          // FIN sent or pending (finish ran)
-	finPending                   bool          // finish came during a blocking write: send FIN when it is done
-	unblocked                    chan struct{} // closed when the blocking write ends (made when it starts)
+	// heldReqs counts the requests an RPC stream's reader holds back (RPCStream.hold): pending
+	// too, for the server's drain.
+	heldReqs   int64
+	wbuf       []byte
+	inPass     bool
+	werr       error         // sticky: later writes fail with it (set by a failure or a close)
+	failed     bool          // a write to quic-go failed: nothing more is sent
+	flushMu    sync.Mutex    // taken before wmu; guards what follows
+	spare      []byte        // the buffer handed to quic-go last, emptied for reuse as wbuf
+	blocked    bool          // a blocking write is in progress; flushes leave the buffer to it
+	finned     bool          // FIN sent or pending (finish ran)
+	finPending bool          // finish came during a blocking write: send FIN when it is done
+	unblocked  chan struct{} // closed when the blocking write ends (made when it starts)
 
 	// blockedLen is the size of the buffer a blocking write is handing to quic-go, 0 when none
 	// runs (written under flushMu); with wbuf it is the stream's unsent output.
@@ -115,6 +118,7 @@ type stream struct {
 	// wakeReader is set by a reader that holds frames back until unsent output drops to the
 	// backlog limit; whoever makes it drop wakes the reader with a read deadline in the past.
 	wakeReader atomic.Bool
+	wake       chan struct{} // also signalled by such a wake (capacity 1), for a reader not in Read
 
 	opened   atomic.Bool // the open hook accepted the stream
 	hooked   atomic.Bool // the close hook has run (or is running)
@@ -134,6 +138,7 @@ func newStream(g *generation, qs *quicgo.Stream, name string, outgoing bool) *st
 		ctx:      ctx,
 		cancel:   cancel,
 		done:     make(chan struct{}),
+		wake:     make(chan struct{}, 1),
 	}
 }
 
@@ -164,7 +169,21 @@ func (s *stream) answer(answered *atomic.Bool, appendFn func([]byte) ([]byte, er
 func (s *stream) requestsPending() (n int64, inPass bool) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	return max(s.requestsIn-s.requestsAnswered, 0), s.inPass
+	return max(s.requestsIn-s.requestsAnswered, 0) + max(s.heldReqs, 0), s.inPass
+}
+
+// addHeldRequests counts requests the reader holds back (d > 0) or releases (d < 0).
+func (s *stream) addHeldRequests(d int64) {
+	s.wmu.Lock()
+	s.heldReqs += d
+	s.wmu.Unlock()
+}
+
+// dropHeldRequests forgets the held requests of a stream that closed: they will not be answered.
+func (s *stream) dropHeldRequests() {
+	s.wmu.Lock()
+	s.heldReqs = 0
+	s.wmu.Unlock()
 }
 
 // appendLocked is write's body, entered with the write lock held; it releases the lock.
@@ -290,10 +309,15 @@ func (s *stream) overBacklog() bool {
 }
 
 // outputShrank wakes a reader that holds frames back until unsent output drops to the backlog
-// limit, if it now has: a read deadline in the past ends its wait in Read.
+// limit, if it now has: a read deadline in the past ends its wait in Read, and a signal on
+// wake its wait in releaseAll.
 func (s *stream) outputShrank() {
 	if s.wakeReader.Load() && !s.overBacklog() && s.wakeReader.CompareAndSwap(true, false) {
 		_ = s.qs.SetReadDeadline(time.Now())
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -431,9 +455,13 @@ func (s *stream) readLoop(prefix []byte) {
 				}
 			}
 			if errors.Is(err, io.EOF) {
-				// The peer finished writing: answer with our FIN once what we have buffered
-				// (replies to its last requests) is out, so a peer closing the connection
-				// gracefully knows everything arrived.
+				// The peer finished writing: run what it sent that is still held back, then
+				// answer with our FIN once what we have buffered (replies to its last
+				// requests) is out, so a peer closing the connection gracefully knows
+				// everything arrived.
+				if rs, ok := s.proto.(*RPCStream); ok {
+					rs.releaseAll()
+				}
 				s.finish()
 				s.close(errPeerFinished)
 			} else {
