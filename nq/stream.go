@@ -330,6 +330,20 @@ func (s *stream) handOn() {
 	s.framesOut = 0
 }
 
+// closedChan is a closed channel: a wait that is already over.
+var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
+
+// writesDone returns a channel closed once no blocking write is in progress: what the stream
+// has buffered has gone to quic-go.
+func (s *stream) writesDone() <-chan struct{} {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	if s.blocked {
+		return s.unblocked
+	}
+	return closedChan
+}
+
 // drain flushes and waits until nothing buffered remains behind a blocking write, so that
 // bytes written directly to the QUIC stream afterwards cannot overtake buffered ones (the
 // preamble of a raw stream).
