@@ -16,15 +16,15 @@ import (
 	"github.com/naquid/naquid/nq"
 )
 
-// amplifyingServer starts a kernel-UDP server whose "rpc" protocol answers every request with
-// 1 KiB.
-func amplifyingServer(t *testing.T) (addr string) {
+// rpcServer starts a kernel-UDP server on loopback serving h as protocol "rpc", and an echo as
+// "echo".
+func rpcServer(t *testing.T, h nq.RPCHandler) *nq.Server {
 	t.Helper()
-	reply := make([]byte, 1024)
 	mux := nq.NewMux()
-	if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(req *nq.Request) {
-		req.Reply(reply)
-	}}); err != nil {
+	if err := mux.HandleRPC("rpc", h); err != nil {
+		t.Fatal(err)
+	}
+	if err := mux.HandleRPC("echo", nq.RPCHandler{OnRequest: func(req *nq.Request) { req.Reply(req.Payload) }}); err != nil {
 		t.Fatal(err)
 	}
 	srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: mux}
@@ -32,7 +32,63 @@ func amplifyingServer(t *testing.T) (addr string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	return srv.Addr().String()
+	return srv
+}
+
+// amplifyingServer starts a kernel-UDP server whose "rpc" protocol answers every request with
+// 1 KiB.
+func amplifyingServer(t *testing.T) (addr string) {
+	t.Helper()
+	reply := make([]byte, 1024)
+	return rpcServer(t, nq.RPCHandler{OnRequest: func(req *nq.Request) { req.Reply(reply) }}).Addr().String()
+}
+
+// requests returns n request frames with msgids 1 to n, method 1 and payload.
+func requests(n int, payload string) []byte {
+	var b []byte
+	for id := uint64(1); id <= uint64(n); id++ {
+		b, _ = wire.AppendRequest(b, 1, id, []byte(payload))
+	}
+	return b
+}
+
+// writeBatch writes batch to s, allowing 5 s; it returns the bytes written and, when the peer
+// has reset the stream, the code (reset true). Any other error fails the test.
+func writeBatch(t *testing.T, s *quicgo.Stream, batch []byte) (n int, code wire.StreamCode, reset bool) {
+	t.Helper()
+	if err := s.SetWriteDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Write(batch)
+	var se *quicgo.StreamError
+	if errors.As(err, &se) {
+		return n, wire.StreamCode(se.ErrorCode), true
+	}
+	if err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	return n, 0, false
+}
+
+// writeUntilReset writes batch to s until the peer resets the stream, which must be with want,
+// and returns the bytes written; -1 when limit bytes went without a reset. It allows 20 s.
+func writeUntilReset(t *testing.T, s *quicgo.Stream, batch []byte, want wire.StreamCode, limit int) int {
+	t.Helper()
+	total := 0
+	for deadline := time.Now().Add(20 * time.Second); total <= limit; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reset after %d bytes and 20 s", total)
+		}
+		n, code, reset := writeBatch(t, s, batch)
+		total += n
+		if reset {
+			if code != want {
+				t.Fatalf("stream reset with %v after %d bytes, want %v", code, total, want)
+			}
+			return total
+		}
+	}
+	return -1
 }
 
 // TestStreamClosedStopsReading: when the server closes a stream (here: the peer sent
@@ -43,33 +99,9 @@ func TestStreamClosedStopsReading(t *testing.T) {
 	qc := rawDial(t, addr)
 	s := rawStream(t, qc, "rpc", nil)
 	s.CancelRead(0x98) // STOP_SENDING: the server's first answer fails and it closes the stream
-	var batch []byte
-	for id := uint64(1); id <= 1000; id++ {
-		batch, _ = wire.AppendRequest(batch, 1, id, []byte("ping"))
-	}
-	total := 0
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if time.Now().After(deadline) {
-			t.Fatalf("the peer still writes to a stream the server closed, %d bytes later", total)
-		}
-		if err := s.SetWriteDeadline(time.Now().Add(2 * time.Second)); err != nil {
-			t.Fatal(err)
-		}
-		n, err := s.Write(batch)
-		total += n
-		var se *quicgo.StreamError
-		if errors.As(err, &se) {
-			if wire.StreamCode(se.ErrorCode) != wire.StreamClosed {
-				t.Fatalf("stream ended with code %d, want StreamClosed", se.ErrorCode)
-			}
-			return
-		}
-		if err != nil {
-			t.Fatalf("write: %v", err)
-		}
-		if total > 64<<20 {
-			t.Fatalf("the server kept reading a stream it had closed: %d bytes", total)
-		}
+	batch := requests(1000, "ping")
+	if total := writeUntilReset(t, s, batch, wire.StreamClosed, 64<<20); total < 0 {
+		t.Fatal("the server kept reading a stream it had closed")
 	}
 }
 
@@ -82,8 +114,7 @@ func TestPeerNotReadingIsReset(t *testing.T) {
 	reply := make([]byte, replySize)
 	var handled atomic.Int64
 	closed := make(chan error, 1)
-	mux := nq.NewMux()
-	if err := mux.HandleRPC("rpc", nq.RPCHandler{
+	srv := rpcServer(t, nq.RPCHandler{
 		OnRequest: func(req *nq.Request) {
 			handled.Add(1)
 			req.Reply(reply)
@@ -94,44 +125,14 @@ func TestPeerNotReadingIsReset(t *testing.T) {
 			default:
 			}
 		},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := mux.HandleRPC("echo", nq.RPCHandler{OnRequest: func(req *nq.Request) { req.Reply(req.Payload) }}); err != nil {
-		t.Fatal(err)
-	}
-	srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: mux}
-	if err := srv.Listen(context.Background(), "127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	})
 	qc := rawDial(t, srv.Addr().String())
 	s := rawStream(t, qc, "rpc", nil)
 
-	var batch []byte
-	for id := uint64(1); id <= 256; id++ {
-		batch, _ = wire.AppendRequest(batch, 1, id, []byte("map chunk"))
-	}
-	total := 0
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		if time.Now().After(deadline) {
-			t.Fatalf("no reset after %d bytes of requests (%d handled)", total, handled.Load())
-		}
-		if err := s.SetWriteDeadline(time.Now().Add(5 * time.Second)); err != nil {
-			t.Fatal(err)
-		}
-		n, err := s.Write(batch)
-		total += n
-		var se *quicgo.StreamError
-		if errors.As(err, &se) {
-			if wire.StreamCode(se.ErrorCode) != wire.StreamNotReading {
-				t.Fatalf("stream reset with %v, want StreamNotReading", wire.StreamCode(se.ErrorCode))
-			}
-			break
-		}
-		if err != nil {
-			t.Fatalf("write after %d bytes: %v", total, err)
-		}
+	batch := requests(256, "map chunk")
+	total := writeUntilReset(t, s, batch, wire.StreamNotReading, 64<<20)
+	if total < 0 {
+		t.Fatalf("no reset after 64 MiB of requests (%d handled)", handled.Load())
 	}
 	// The handlers that ran built at most the backlog limit (256 KiB), what the peer's flow
 	// control window took (512 KiB, quic-go's initial window: the peer reads nothing, so it
@@ -189,10 +190,7 @@ func TestHeldFramesBoundedPerConnection(t *testing.T) {
 	for range streams {
 		ss = append(ss, rawStream(t, qc, "rpc", nil))
 	}
-	var batch []byte
-	for id := uint64(1); id <= 1024; id++ {
-		batch, _ = wire.AppendRequest(batch, 1, id, []byte("ping"))
-	}
+	batch := requests(1024, "ping")
 	total := 0
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -200,15 +198,11 @@ func TestHeldFramesBoundedPerConnection(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatalf("no stream reset after %d bytes of requests on %d streams", total, streams)
 			}
-			if err := s.SetWriteDeadline(time.Now().Add(5 * time.Second)); err != nil {
-				t.Fatal(err)
-			}
-			n, err := s.Write(batch)
+			n, code, reset := writeBatch(t, s, batch)
 			total += n
-			var se *quicgo.StreamError
-			if errors.As(err, &se) {
-				if wire.StreamCode(se.ErrorCode) != wire.StreamNotReading {
-					t.Fatalf("stream %d reset with %v, want StreamNotReading", i, wire.StreamCode(se.ErrorCode))
+			if reset {
+				if code != wire.StreamNotReading {
+					t.Fatalf("stream %d reset with %v, want StreamNotReading", i, code)
 				}
 				// Four streams each held to a per-stream budget would take 16 MiB; one budget
 				// for the connection is reached at 4 MiB plus what each stream's answers
@@ -217,9 +211,6 @@ func TestHeldFramesBoundedPerConnection(t *testing.T) {
 					t.Errorf("first reset after %d bytes of requests on %d streams, want under 8 MiB", total, streams)
 				}
 				return
-			}
-			if err != nil {
-				t.Fatalf("stream %d: write after %d bytes: %v", i, total, err)
 			}
 		}
 	}
@@ -230,25 +221,14 @@ func TestHeldFramesBoundedPerConnection(t *testing.T) {
 func TestHeldFramesReleasedOnClose(t *testing.T) {
 	reply := make([]byte, 1024)
 	closed := make(chan error, 4)
-	mux := nq.NewMux()
-	if err := mux.HandleRPC("rpc", nq.RPCHandler{
+	srv := rpcServer(t, nq.RPCHandler{
 		OnRequest: func(req *nq.Request) { req.Reply(reply) },
 		OnClose:   func(_ *nq.RPCStream, err error) { closed <- err },
-	}); err != nil {
-		t.Fatal(err)
-	}
-	srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: mux}
-	if err := srv.Listen(context.Background(), "127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	})
 	qc := rawDial(t, srv.Addr().String())
 
-	var batch []byte
 	const perBatch, batches = 1024, 380 // 8 bytes a request: 2.9 MiB, over half the 4 MiB budget
-	for id := uint64(1); id <= perBatch; id++ {
-		batch, _ = wire.AppendRequest(batch, 1, id, []byte("ping"))
-	}
+	batch := requests(perBatch, "ping")
 	// send writes the requests on a fresh stream and waits until the server has held at least
 	// held frames in all (it holds all but the first few hundred of each stream).
 	send := func(held uint64) *quicgo.Stream {
@@ -297,21 +277,13 @@ func bigAnswerServer(t *testing.T) (srv *nq.Server, handled *atomic.Int64, notif
 	reply := make([]byte, 64<<10)
 	handled = new(atomic.Int64)
 	notified = make(chan struct{})
-	mux := nq.NewMux()
-	if err := mux.HandleRPC("rpc", nq.RPCHandler{
+	srv = rpcServer(t, nq.RPCHandler{
 		OnRequest: func(req *nq.Request) {
 			handled.Add(1)
 			req.Reply(reply)
 		},
 		OnNotify: func(*nq.RPCStream, uint32, []byte) { close(notified) },
-	}); err != nil {
-		t.Fatal(err)
-	}
-	srv = &nq.Server{TLS: certs(t).ServerTLS(), Mux: mux}
-	if err := srv.Listen(context.Background(), "127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	})
 	return srv, handled, notified
 }
 
@@ -339,10 +311,7 @@ func TestHeldFramesRunBeforeFIN(t *testing.T) {
 	srv, handled, notified := bigAnswerServer(t)
 	qc := rawDial(t, srv.Addr().String())
 	const calls = 16 // 1 MiB of answers: past the 512 KiB window and the 256 KiB backlog
-	var batch []byte
-	for id := uint64(1); id <= calls; id++ {
-		batch, _ = wire.AppendRequest(batch, 1, id, nil)
-	}
+	batch := requests(calls, "")
 	batch = wire.AppendNotify(batch, 7, []byte("bye"))
 	s := rawStream(t, qc, "rpc", batch)
 	s.Close() // FIN
@@ -370,10 +339,7 @@ func TestShutdownAnswersHeldRequests(t *testing.T) {
 	srv, handled, _ := bigAnswerServer(t)
 	qc := rawDial(t, srv.Addr().String())
 	const calls = 16
-	var batch []byte
-	for id := uint64(1); id <= calls; id++ {
-		batch, _ = wire.AppendRequest(batch, 1, id, nil)
-	}
+	batch := requests(calls, "")
 	s := rawStream(t, qc, "rpc", batch)
 	for deadline := time.Now().Add(10 * time.Second); srv.Stats().FramesHeld == 0; {
 		if time.Now().After(deadline) {
