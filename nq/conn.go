@@ -498,18 +498,17 @@ func (g *generation) closeLocal(code wire.ConnCode, reason string) {
 	_ = g.qc.CloseWithError(quicgo.ApplicationErrorCode(code), fitMessage(reason, maxCloseReason))
 }
 
-// closeDrainLimit bounds how long a graceful close waits for this side's buffered output to be
-// handed to quic-go before its linger starts (a peer that reads nothing would hold it for ever).
-const closeDrainLimit = 5 * time.Second
+// closeLingerLimit bounds how long a graceful close lingers while the connection still sends.
+const closeLingerLimit = 5 * time.Second
 
 // closeGraceful closes the connection without losing what was written before: every stream
 // sends what it has buffered and then FIN, and the peer (an nq peer answers FIN with FIN once
 // its own replies are out) closes its side; the CONNECTION_CLOSE, which would discard data still
 // unsent, goes out once every stream has closed, or, when the peer does not answer, after a
-// linger of four smoothed RTTs (50 ms to 2 s) counted from when this side's buffered output has
-// gone to quic-go (at most closeDrainLimit after the close: a burst on a slow path takes more
-// than a few round trips to leave). Raw streams are closed at once: their reader is the
-// application.
+// linger of four smoothed RTTs (50 ms to 2 s) during which the connection sent nothing: a burst
+// on a slow path takes more than a few round trips to leave, and the linger starts again as
+// long as bytes go out, up to closeLingerLimit after the close. Raw streams are closed at once:
+// their reader is the application.
 func (g *generation) closeGraceful(code wire.ConnCode, reason string) {
 	// Writes from now on fail: with ErrClosed when the application closes the Conn, otherwise
 	// (a reset, a server shutting down) as calls on a lost connection do.
@@ -527,27 +526,24 @@ func (g *generation) closeGraceful(code wire.ConnCode, reason string) {
 		s.finishWith(werr)
 	}
 	go func() {
-		drainLimit := time.NewTimer(closeDrainLimit)
-		defer drainLimit.Stop()
-	drain:
-		for _, s := range streams {
+		start := time.Now()
+		sent := g.qc.ConnectionStats().BytesSent
+		for {
+			st := g.qc.ConnectionStats()
+			linger := min(max(4*st.SmoothedRTT, 50*time.Millisecond), 2*time.Second)
+			timer := time.NewTimer(linger)
 			select {
-			case <-s.writesDone():
 			case <-g.emptied():
-				break drain
-			case <-drainLimit.C:
-				break drain
 			case <-g.ctx.Done():
-				break drain
+			case <-timer.C:
+				now := g.qc.ConnectionStats().BytesSent
+				if now != sent && time.Since(start) < closeLingerLimit {
+					sent = now
+					continue // still sending: what was written before the close is leaving
+				}
 			}
-		}
-		linger := min(max(4*g.qc.ConnectionStats().SmoothedRTT, 50*time.Millisecond), 2*time.Second)
-		timer := time.NewTimer(linger)
-		defer timer.Stop()
-		select {
-		case <-g.emptied():
-		case <-timer.C:
-		case <-g.ctx.Done():
+			timer.Stop()
+			break
 		}
 		g.closeLocal(code, reason)
 	}()

@@ -19,12 +19,28 @@ import (
 // fixed linger and quic-go discarded what had not been sent; closeGraceful now waits for the
 // peer to finish every stream.)
 func TestReliabilityReplyBeforeClose(t *testing.T) {
-	n, err := memconn.NewNetwork(memconn.Config{Seed: 3, Link: memconn.LinkConfig{Latency: 40 * time.Millisecond}})
+	for _, tc := range []struct {
+		name  string
+		burst int // notifies of 32 KiB before the reply
+		link  memconn.LinkConfig
+	}{
+		// More than the first flights of slow start carry: the burst needs several round trips.
+		{"burst over 40 ms", 16, memconn.LinkConfig{Latency: 40 * time.Millisecond}},
+		// Under the client's flow-control window, so it all goes to quic-go at once, then leaves
+		// at 100 kB/s for about 2 s: a linger counted from the close alone cut it.
+		{"burst over a slow link", 6, memconn.LinkConfig{Latency: 40 * time.Millisecond, Bandwidth: 100_000, QueueBytes: 1 << 20}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { replyBeforeClose(t, tc.burst, tc.link) })
+	}
+}
+
+func replyBeforeClose(t *testing.T, burst int, link memconn.LinkConfig) {
+	n, err := memconn.NewNetwork(memconn.Config{Seed: 3, Link: link})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	const burst, size = 16, 32 << 10
+	const size = 32 << 10
 	mux := nq.NewMux()
 	err = mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(req *nq.Request) {
 		for i := range burst {

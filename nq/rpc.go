@@ -1,6 +1,7 @@
 package nq
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -211,8 +212,7 @@ func (r *RPCStream) start(ctx context.Context, method uint32, payload []byte, do
 	c := call{method: method, cb: done, w: w}
 	s := r.s
 	s.wmu.Lock()
-	if s.werr != nil {
-		err := s.werr
+	if err := cmp.Or(s.werr, s.callErr); err != nil {
 		s.wmu.Unlock()
 		return 0, fmt.Errorf("nq: call %s/%d: %w", s.name, method, err)
 	}
@@ -369,6 +369,9 @@ func (r *RPCStream) consume(b []byte) (int, error) {
 	}
 	return used, nil
 }
+
+// holding reports whether the reader holds frames back. Only the reader calls it.
+func (r *RPCStream) holding() bool { return len(r.held) > 0 }
 
 // releaseAll runs every held frame, waiting for the peer to read as long as the output is backed
 // up; the reader calls it when the peer has finished its side, so that what it sent before its
@@ -558,7 +561,20 @@ func (r *RPCStream) writeError(msgid uint64, e *RemoteError) error {
 }
 
 // closed fails every pending call (the stream ran the close hook first).
-func (r *RPCStream) closed(err error) {
+func (r *RPCStream) closed(err error) { r.failCalls(err) }
+
+// peerFinished runs when the peer has finished its side while frames are still held: the
+// stream stays open for their answers, but the peer will answer no call, so the pending calls
+// fail now and new ones fail at once.
+func (r *RPCStream) peerFinished() {
+	r.s.wmu.Lock()
+	r.s.callErr = errPeerFinished
+	r.s.wmu.Unlock()
+	r.failCalls(errPeerFinished)
+}
+
+// failCalls fails every pending call with err.
+func (r *RPCStream) failCalls(err error) {
 	r.s.wmu.Lock()
 	pending := r.calls.drain()
 	r.s.wmu.Unlock()

@@ -1,6 +1,7 @@
 package nq_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -135,8 +136,9 @@ func TestPeerNotReadingIsReset(t *testing.T) {
 		t.Fatalf("no reset after 64 MiB of requests (%d handled)", handled.Load())
 	}
 	// The handlers that ran built at most the backlog limit (256 KiB), what the peer's flow
-	// control window took (512 KiB, quic-go's initial window: the peer reads nothing, so it
-	// never grows) and one answer past the limit; allow twice that.
+	// control window took (its initial stream window, 256 KiB with quic.ClientConfig: the peer
+	// reads nothing, so it never grows; 512 KiB allowed here) and one answer past the limit;
+	// allow twice that.
 	if n := handled.Load(); n*replySize > 2*(256<<10+512<<10+replySize) {
 		t.Errorf("%d requests handled (%d MiB of answers) for a peer that reads none", n, n*replySize>>20)
 	}
@@ -227,7 +229,7 @@ func TestHeldFramesReleasedOnClose(t *testing.T) {
 	})
 	qc := rawDial(t, srv.Addr().String())
 
-	const perBatch, batches = 1024, 380 // 8 bytes a request: 2.9 MiB, over half the 4 MiB budget
+	const perBatch, batches = 1024, 380 // 9 bytes held a request (frame and flags): 3.3 MiB
 	batch := requests(perBatch, "ping")
 	// send writes the requests on a fresh stream and waits until the server has held at least
 	// held frames in all (it holds all but the first few hundred of each stream).
@@ -310,7 +312,7 @@ func countAnswers(t *testing.T, b []byte) int {
 func TestHeldFramesRunBeforeFIN(t *testing.T) {
 	srv, handled, notified := bigAnswerServer(t)
 	qc := rawDial(t, srv.Addr().String())
-	const calls = 16 // 1 MiB of answers: past the 512 KiB window and the 256 KiB backlog
+	const calls = 16 // 1 MiB of answers: past the peer's window and the 256 KiB backlog
 	batch := requests(calls, "")
 	batch = wire.AppendNotify(batch, 7, []byte("bye"))
 	s := rawStream(t, qc, "rpc", batch)
@@ -443,4 +445,158 @@ func TestBigAnswersKeepOrder(t *testing.T) {
 			t.Fatalf("handlers ran in the order %v, want %v", order, want)
 		}
 	})
+}
+
+// readFrame reads from s until one whole frame has arrived after the bytes in buf, and returns
+// it with the bytes left over.
+func readFrame(t *testing.T, s *quicgo.Stream, buf []byte) (wire.Frame, []byte) {
+	t.Helper()
+	_ = s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	tmp := make([]byte, 4096)
+	for {
+		var f wire.Frame
+		if n, err := f.Decode(buf, 1<<20); err == nil {
+			f.Payload = bytes.Clone(f.Payload)
+			return f, buf[n:]
+		}
+		n, err := s.Read(tmp)
+		buf = append(buf, tmp[:n]...)
+		if err != nil && n == 0 {
+			t.Fatalf("reading a frame: %v", err)
+		}
+	}
+}
+
+// TestCallsFailAtPeerFINWhileHolding: when the peer finishes its side while the stream still
+// holds its requests back (the stream stays open until they are answered), the stream's own
+// pending calls fail at once: the peer will answer none.
+func TestCallsFailAtPeerFINWhileHolding(t *testing.T) {
+	reply := make([]byte, 64<<10)
+	called := make(chan error, 1)
+	started := make(chan struct{})
+	var once sync.Once
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	srv := rpcServer(t, nq.RPCHandler{OnRequest: func(req *nq.Request) {
+		once.Do(func() {
+			if err := req.Stream().Go(ctx, 9, nil, func(_ []byte, err error) { called <- err }); err != nil {
+				called <- err
+			}
+			close(started)
+		})
+		req.Reply(reply)
+	}})
+	qc := rawDial(t, srv.Addr().String())
+	s := rawStream(t, qc, "rpc", requests(16, ""))
+	<-started
+	for deadline := time.Now().Add(10 * time.Second); srv.Stats().FramesHeld == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("nothing held after 10 s")
+		}
+		time.Sleep(time.Millisecond) // polling a counter: the server reads at its own pace
+	}
+	s.Close() // FIN, and still no reading
+	select {
+	case err := <-called:
+		if !errors.Is(err, nq.ErrClosed) {
+			t.Fatalf("the pending call failed with %v, want ErrClosed (the peer finished)", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the pending call still waits 5 s after the peer finished")
+	}
+}
+
+// TestHeldRequestsAfterShutdownRefused: requests held back since before a Server.Shutdown are
+// served; those that arrived after it began are refused with CodeShuttingDown, as they would
+// have been without the hold.
+func TestHeldRequestsAfterShutdownRefused(t *testing.T) {
+	srv, _, _ := bigAnswerServer(t)
+	qc := rawDial(t, srv.Addr().String())
+	const before, after = 16, 4
+	s := rawStream(t, qc, "rpc", requests(before, ""))
+	for deadline := time.Now().Add(10 * time.Second); srv.Stats().FramesHeld == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("nothing held after 10 s")
+		}
+		time.Sleep(time.Millisecond) // polling a counter: the server reads at its own pace
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(ctx) }()
+	// Draining has begun once a fresh stream's request is refused.
+	probe := rawStream(t, qc, "echo", nil)
+	var pending []byte
+	for id := uint64(1); ; id++ {
+		if id > 1000 {
+			t.Fatal("the server never started draining")
+		}
+		req, _ := wire.AppendRequest(nil, 1, id, nil)
+		if _, err := probe.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		var f wire.Frame
+		f, pending = readFrame(t, probe, pending)
+		if f.Kind == wire.KindError {
+			break
+		}
+	}
+	var more []byte
+	for id := uint64(before + 1); id <= before+after; id++ {
+		more, _ = wire.AppendRequest(more, 1, id, nil)
+	}
+	if _, err := s.Write(more); err != nil {
+		t.Fatal(err)
+	}
+	replies, refused := 0, 0
+	var buf []byte
+	for replies+refused < before+after {
+		var f wire.Frame
+		f, buf = readFrame(t, s, buf)
+		switch f.Kind {
+		case wire.KindReply:
+			replies++
+		case wire.KindError:
+			if code, _, _, err := wire.ParseErrorPayload(f.Payload); err != nil || code != nq.CodeShuttingDown {
+				t.Fatalf("error answer %d, %v; want CodeShuttingDown", code, err)
+			}
+			refused++
+		}
+	}
+	if replies != before || refused != after {
+		t.Errorf("%d replies and %d refusals, want %d and %d", replies, refused, before, after)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}
+
+// TestNotificationNotHeldAlone: while a stream's output is backed up (the server pushes faster
+// than the peer reads), the peer's notifications still run at once: only requests, and what
+// follows a held request, are held.
+func TestNotificationNotHeldAlone(t *testing.T) {
+	push := make([]byte, 64<<10)
+	pushed := make(chan struct{})
+	notified := make(chan struct{})
+	srv := rpcServer(t, nq.RPCHandler{
+		OnRequest: func(req *nq.Request) {
+			for i := range 16 { // 1 MiB the peer does not read
+				req.Stream().Notify(uint32(i), push)
+			}
+			req.Reply(nil)
+			close(pushed)
+		},
+		OnNotify: func(*nq.RPCStream, uint32, []byte) { close(notified) },
+	})
+	qc := rawDial(t, srv.Addr().String())
+	s := rawStream(t, qc, "rpc", requests(1, ""))
+	<-pushed
+	if _, err := s.Write(wire.AppendNotify(nil, 5, []byte("input"))); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-notified:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the notification waits for the peer to read the server's pushes")
+	}
 }

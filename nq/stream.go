@@ -104,6 +104,7 @@ type stream struct {
 	wbuf       []byte
 	inPass     bool
 	werr       error         // sticky: later writes fail with it (set by a failure or a close)
+	callErr    error         // sticky: later calls (not answers) fail with it (the peer finished)
 	failed     bool          // a write to quic-go failed: nothing more is sent
 	flushMu    sync.Mutex    // taken before wmu; guards what follows
 	spare      []byte        // the buffer handed to quic-go last, emptied for reuse as wbuf
@@ -330,20 +331,6 @@ func (s *stream) handOn() {
 	s.framesOut = 0
 }
 
-// closedChan is a closed channel: a wait that is already over.
-var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
-
-// writesDone returns a channel closed once no blocking write is in progress: what the stream
-// has buffered has gone to quic-go.
-func (s *stream) writesDone() <-chan struct{} {
-	s.flushMu.Lock()
-	defer s.flushMu.Unlock()
-	if s.blocked {
-		return s.unblocked
-	}
-	return closedChan
-}
-
 // drain flushes and waits until nothing buffered remains behind a blocking write, so that
 // bytes written directly to the QUIC stream afterwards cannot overtake buffered ones (the
 // preamble of a raw stream).
@@ -473,7 +460,8 @@ func (s *stream) readLoop(prefix []byte) {
 				// answer with our FIN once what we have buffered (replies to its last
 				// requests) is out, so a peer closing the connection gracefully knows
 				// everything arrived.
-				if rs, ok := s.proto.(*RPCStream); ok {
+				if rs, ok := s.proto.(*RPCStream); ok && rs.holding() {
+					rs.peerFinished()
 					rs.releaseAll()
 				}
 				s.finish()
