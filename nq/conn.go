@@ -410,6 +410,8 @@ type generation struct {
 	datagramsDone chan struct{} // closed when the datagram hook's goroutine ends (nil: none)
 	// heldBytes is the size of the frames its RPC streams hold back (RPCStream.hold).
 	heldBytes atomic.Int64
+	// datagramBytes counts the payload bytes of the datagrams sent on it.
+	datagramBytes atomic.Uint64
 
 	mu        sync.Mutex
 	sockets   []*clientSocket // sockets this connection migrated to, closed when it ends
@@ -498,17 +500,24 @@ func (g *generation) closeLocal(code wire.ConnCode, reason string) {
 	_ = g.qc.CloseWithError(quicgo.ApplicationErrorCode(code), fitMessage(reason, maxCloseReason))
 }
 
-// closeLingerLimit bounds how long a graceful close lingers while the connection still sends.
-const closeLingerLimit = 5 * time.Second
+// A graceful close lingers again while the connection still sends what was written before it:
+// at least lingerRenewMin bytes, and lingerRenewRate bytes a second, in the last linger (datagrams
+// not counted; acknowledgements, keep-alives and the probes sent to a peer that has gone stay well
+// below), and no longer than closeLingerLimit after the close.
+const (
+	closeLingerLimit = 5 * time.Second
+	lingerRenewMin   = 4 << 10
+	lingerRenewRate  = 20 << 10
+)
 
 // closeGraceful closes the connection without losing what was written before: every stream
 // sends what it has buffered and then FIN, and the peer (an nq peer answers FIN with FIN once
 // its own replies are out) closes its side; the CONNECTION_CLOSE, which would discard data still
 // unsent, goes out once every stream has closed, or, when the peer does not answer, after a
-// linger of four smoothed RTTs (50 ms to 2 s) during which the connection sent nothing: a burst
-// on a slow path takes more than a few round trips to leave, and the linger starts again as
-// long as bytes go out, up to closeLingerLimit after the close. Raw streams are closed at once:
-// their reader is the application.
+// linger of four smoothed RTTs (50 ms to 2 s). A burst on a slow path takes more than a few
+// round trips to leave, so the linger starts again as long as the connection still sends at a
+// data rate (see lingerRenewRate), and ends closeLingerLimit after the close at the latest. Raw
+// streams are closed at once: their reader is the application.
 func (g *generation) closeGraceful(code wire.ConnCode, reason string) {
 	// Writes from now on fail: with ErrClosed when the application closes the Conn, otherwise
 	// (a reset, a server shutting down) as calls on a lost connection do.
@@ -526,27 +535,38 @@ func (g *generation) closeGraceful(code wire.ConnCode, reason string) {
 		s.finishWith(werr)
 	}
 	go func() {
-		start := time.Now()
-		sent := g.qc.ConnectionStats().BytesSent
+		defer g.closeLocal(code, reason)
+		deadline := time.Now().Add(closeLingerLimit)
+		mark := g.bytesSentBesidesDatagrams()
 		for {
-			st := g.qc.ConnectionStats()
-			linger := min(max(4*st.SmoothedRTT, 50*time.Millisecond), 2*time.Second)
+			linger := min(max(4*g.qc.ConnectionStats().SmoothedRTT, 50*time.Millisecond), 2*time.Second, time.Until(deadline))
+			if linger <= 0 {
+				return
+			}
 			timer := time.NewTimer(linger)
 			select {
 			case <-g.emptied():
+				timer.Stop()
+				return
 			case <-g.ctx.Done():
+				timer.Stop()
+				return
 			case <-timer.C:
-				now := g.qc.ConnectionStats().BytesSent
-				if now != sent && time.Since(start) < closeLingerLimit {
-					sent = now
-					continue // still sending: what was written before the close is leaving
-				}
 			}
-			timer.Stop()
-			break
+			sent := g.bytesSentBesidesDatagrams()
+			if sent-mark < max(lingerRenewMin, int64(lingerRenewRate*linger.Seconds())) {
+				return // the peer does not answer, and nothing written before the close is leaving
+			}
+			mark = sent
 		}
-		g.closeLocal(code, reason)
 	}()
+}
+
+// bytesSentBesidesDatagrams is what the connection has sent but for datagram payloads: stream
+// data, acknowledgements and the rest.
+// A datagram is counted when queued, before quic-go sends it, so the difference may dip.
+func (g *generation) bytesSentBesidesDatagrams() int64 {
+	return int64(g.qc.ConnectionStats().BytesSent) - int64(g.datagramBytes.Load())
 }
 
 // emptied returns a channel closed once no stream is left open.

@@ -53,6 +53,7 @@ func (c *Conn) SendDatagram(p []byte) error {
 	var tl *quicgo.DatagramTooLargeError
 	switch {
 	case err == nil:
+		g.datagramBytes.Add(uint64(len(p)))
 		return nil
 	case errors.As(err, &tl):
 		return &DatagramTooLargeError{Size: len(p), Max: int(tl.MaxDatagramPayloadSize)}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -76,5 +77,69 @@ func replyBeforeClose(t *testing.T, burst int, link memconn.LinkConfig) {
 	if err != nil || string(reply) != "bye" {
 		t.Errorf("the reply written before Close: %q, %v; want \"bye\" (%d of %d notifies written before it arrived)",
 			reply, err, notifies.Load(), burst)
+	}
+}
+
+// TestCloseWithVanishedPeerIsPrompt: a server closing a connection whose client has vanished
+// (partitioned away) while the application still sends it datagrams closes after one linger:
+// the linger is renewed only while what was written before the close still leaves, and
+// datagrams, acknowledgements and probes do not count.
+func TestCloseWithVanishedPeerIsPrompt(t *testing.T) {
+	n, err := memconn.NewNetwork(memconn.Config{Seed: 5, Link: memconn.LinkConfig{Latency: time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	conns := make(chan *nq.Conn, 1)
+	mux := nq.NewMux()
+	if err := mux.HandleRPC("rpc", nq.RPCHandler{OnRequest: func(req *nq.Request) {
+		conns <- req.Conn()
+		req.Reply(nil)
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &nq.Server{TLS: certs(t).ServerTLS(), Mux: mux, Transport: n.Factory(), QUIC: patientQUIC(true),
+		OnDatagram: func(*nq.Conn, []byte) {}}
+	if err := srv.Listen(context.Background(), "192.0.2.1:4433"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	e := &env{clientLocal: netip.MustParseAddrPort("192.0.2.2:0"), clientFactory: n.Factory(), net: n}
+	cl := newClient(t, e, clientOptions{quic: patientQUIC(false),
+		onClose: func(*nq.Conn, error, int) time.Duration { return nq.NoReconnect }})
+	cl.OnDatagram = func(*nq.Conn, []byte) {}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := cl.Dial(ctx, srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.RPC("rpc").Call(ctx, mPing, nil); err != nil {
+		t.Fatal(err)
+	}
+	sc := <-conns
+	n.Partition(netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { // game state at 60 Hz to a player who is gone
+		tick := time.NewTicker(16 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				_ = sc.SendDatagram(make([]byte, 100))
+			}
+		}
+	})
+	start := time.Now()
+	srv.Close()
+	took := time.Since(start)
+	close(stop)
+	wg.Wait()
+	// One linger is 50 ms here; a linger renewed by the datagrams lasted 5 s.
+	if took > 2*time.Second {
+		t.Errorf("Server.Close took %v with a vanished client", took)
 	}
 }
