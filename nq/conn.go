@@ -501,9 +501,10 @@ func (g *generation) closeLocal(code wire.ConnCode, reason string) {
 }
 
 // A graceful close lingers again while the connection still sends what was written before it:
-// at least lingerRenewMin bytes, and lingerRenewRate bytes a second, in the last linger (datagrams
-// not counted; acknowledgements, keep-alives and the probes sent to a peer that has gone stay well
-// below), and no longer than closeLingerLimit after the close.
+// at least lingerRenewMin bytes, and lingerRenewRate bytes a second, in the last linger (datagram
+// payloads not counted; keep-alives, the probes sent to a peer that has gone and the
+// acknowledgements of all but a very chatty peer stay below), and no longer than closeLingerLimit
+// after the close.
 const (
 	closeLingerLimit = 5 * time.Second
 	lingerRenewMin   = 4 << 10
