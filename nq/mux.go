@@ -22,10 +22,13 @@ const DefaultCallTimeout = 30 * time.Second
 // A peer that asks faster than it reads cannot make a stream buffer answers without bound:
 // while more than 256 KiB of the stream's output waits for the peer to read, its new requests
 // are held back (with the notifications that follow them, to keep the order), and their
-// handlers run once the peer has caught up, also after the peer finished its side, and before
-// a Server.Shutdown completes. Answers to the stream's own calls are still delivered meanwhile;
-// Stats.FramesHeld counts what was held. A peer whose streams hold more than 4 MiB in all (or
-// twice the frame limit) has the stream that would hold more reset with ErrPeerNotReading.
+// handlers run once the peer has caught up, also after the peer finished its side; a
+// Server.Shutdown waits for them (until its ctx ends). Answers to the stream's own calls are
+// still delivered meanwhile; Stats.FramesHeld counts what was held. A peer whose streams hold
+// more than 4 MiB in all (or twice the frame limit) has the stream that would hold more reset
+// with ErrPeerNotReading. Only output already written counts: requests a handler keeps to
+// answer later are not held while unanswered, so an application that answers later bounds
+// how many it keeps.
 type RPCHandler struct {
 	// OnRequest handles a request. It answers with req.Reply or req.Fail, now or later. A nil
 	// OnRequest answers every request with a *RemoteError of code CodeNoHandler.

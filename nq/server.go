@@ -605,7 +605,9 @@ type ServerStats struct {
 	// FramesSent and FramesReceived count RPC frames and records over every connection.
 	FramesSent, FramesReceived uint64
 	// FramesHeld counts requests (and notifications behind them) held back over every connection
-	// (Stats.FramesHeld): a rising count names peers that ask faster than they read.
+	// (Stats.FramesHeld): a rising count means some peer's output is backed up (a peer that asks
+	// faster than it reads, or large answers or pushes on a slow path); Conn.Stats().FramesHeld
+	// tells which.
 	FramesHeld uint64
 }
 
