@@ -526,8 +526,7 @@ func (g *generation) closeGraceful(code wire.ConnCode, reason string) {
 	if code == wire.ConnClosedByApp {
 		werr = ErrClosed
 	}
-	streams := g.snapshot()
-	for _, s := range streams {
+	for _, s := range g.snapshot() {
 		if _, raw := s.proto.(*RawStream); raw {
 			s.finishWith(werr) // the application's later Writes fail with werr
 			s.shutdown()
@@ -564,8 +563,8 @@ func (g *generation) closeGraceful(code wire.ConnCode, reason string) {
 }
 
 // bytesSentBesidesDatagrams is what the connection has sent but for datagram payloads: stream
-// data, acknowledgements and the rest.
-// A datagram is counted when queued, before quic-go sends it, so the difference may dip.
+// data, acknowledgements and the rest. A datagram is counted when queued, before quic-go sends
+// it, so the difference may dip.
 func (g *generation) bytesSentBesidesDatagrams() int64 {
 	return int64(g.qc.ConnectionStats().BytesSent) - int64(g.datagramBytes.Load())
 }

@@ -163,6 +163,22 @@ func datagramEchoServer(t *testing.T, e *env, onOpen func(*nq.Conn) error) strin
 	return srv.Addr().String()
 }
 
+// sendExpectingNoHook sends 10 datagrams on c and fails the test with msg if the hook signals
+// on ran within wait (the hook is being held back, so a signal can only be a bug).
+func sendExpectingNoHook(t *testing.T, c *nq.Conn, ran <-chan struct{}, wait time.Duration, msg string) {
+	t.Helper()
+	for range 10 {
+		if err := c.SendDatagram([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-ran:
+		t.Fatal(msg)
+	case <-time.After(wait):
+	}
+}
+
 // sendUntil sends p as a datagram every 20 ms until ready yields (datagrams are unreliable).
 func sendUntil(t *testing.T, c *nq.Conn, p []byte, ready <-chan struct{}, what string) {
 	t.Helper()
@@ -265,16 +281,7 @@ func TestDatagramHookOneAtATime(t *testing.T) {
 	c.Reset()
 	waitFor(t, probe.opened, 10*time.Second, "a second connection while the first one's datagram hook runs")
 	// The second connection's datagrams wait for the first hook.
-	for range 10 {
-		if err := c.SendDatagram([]byte("ping")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	select {
-	case <-again:
-		t.Fatal("the second connection's hook ran while the first one's was running")
-	case <-time.After(200 * time.Millisecond):
-	}
+	sendExpectingNoHook(t, c, again, 200*time.Millisecond, "the second connection's hook ran while the first one's was running")
 	close(releaseFirst)
 	sendUntil(t, c, []byte("ping"), again, "datagram after the first hook returned")
 	// A hook running when the Conn closes holds back the finalize hook.
@@ -316,16 +323,7 @@ func TestDatagramHookOutlivesTwoConnections(t *testing.T) {
 	waitFor(t, probe.opened, 10*time.Second, "the second connection")
 	c.Reset()
 	waitFor(t, probe.opened, 10*time.Second, "the third connection")
-	for range 10 {
-		if err := c.SendDatagram([]byte("ping")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	select {
-	case <-again:
-		t.Fatal("the third connection's hook ran while the first one's was running")
-	case <-time.After(300 * time.Millisecond):
-	}
+	sendExpectingNoHook(t, c, again, 300*time.Millisecond, "the third connection's hook ran while the first one's was running")
 	probe.closeWhileRunning(t, c, release)
 }
 

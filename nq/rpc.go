@@ -357,17 +357,23 @@ func (r *RPCStream) consume(b []byte) (int, error) {
 			r.complete(f.MsgID, nil, &RemoteError{Code: code, Message: msg, Data: append([]byte(nil), data...)})
 		}
 	}
-	// Frames held back wait for a wake from the writer side, asked for before looking at the
-	// backlog once more so that a drop in between is not missed.
+	r.releaseNow()
+	return used, nil
+}
+
+// releaseNow runs held frames while the output has room, and reports whether some are still
+// held: then a wake from the writer side has been asked for, before the last look at the
+// backlog, so that a drop in between is not missed.
+func (r *RPCStream) releaseNow() bool {
 	for len(r.held) > 0 && !r.s.isClosed() {
 		r.s.wakeReader.Store(true)
 		if r.s.overBacklog() {
-			break
+			return true
 		}
 		r.s.wakeReader.Store(false)
 		r.release()
 	}
-	return used, nil
+	return false
 }
 
 // holding reports whether the reader holds frames back. Only the reader calls it.
@@ -377,20 +383,18 @@ func (r *RPCStream) holding() bool { return len(r.held) > 0 }
 // up; the reader calls it when the peer has finished its side, so that what it sent before its
 // FIN is handled before the stream closes. It returns early if the stream closes.
 func (r *RPCStream) releaseAll() {
-	for len(r.held) > 0 && !r.s.isClosed() {
-		r.s.wakeReader.Store(true)
-		if r.s.overBacklog() {
-			select {
-			case <-r.s.wake:
-			case <-r.s.ctx.Done():
-				return
-			}
-			continue
-		}
-		r.s.wakeReader.Store(false)
+	for {
 		r.s.setPass(true)
-		r.release()
+		more := r.releaseNow()
 		r.s.setPass(false)
+		if !more {
+			return
+		}
+		select {
+		case <-r.s.wake:
+		case <-r.s.ctx.Done():
+			return
+		}
 	}
 }
 

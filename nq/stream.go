@@ -25,9 +25,9 @@ const readChunk = 4 << 10
 // Bounds on what a peer that does not read its answers can make a connection hold. Past
 // backlogLimit of unsent output on an RPC stream, the stream's reader holds new requests (and
 // the notifications behind them) back instead of running their handlers, and goes on reading
-// (the answers to its own calls may be behind them). Once the frames held on the connection's streams together pass
-// heldFloor (or twice the largest frame), the stream that holds one more is reset with
-// ErrPeerNotReading. Holding rather than pausing the reader keeps two peers that call each other
+// (the answers to its own calls may be behind them). Once the frames held on the connection's
+// streams together pass heldFloor (or twice the largest frame), the stream that holds one more
+// is reset with ErrPeerNotReading. Holding rather than pausing the reader keeps two peers that call each other
 // heavily on one stream from each waiting for the other to read.
 const (
 	backlogLimit = 256 << 10
