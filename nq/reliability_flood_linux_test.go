@@ -1,20 +1,16 @@
 package nq_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,6 +24,8 @@ import (
 
 	"github.com/naquid/naquid/nq"
 	"github.com/naquid/naquid/quic"
+	"github.com/naquid/naquid/transport"
+	"github.com/naquid/naquid/transport/mmsg"
 )
 
 // floodPlan sizes the handshake flood test.
@@ -66,10 +64,13 @@ const floodMaxHandshakes = 8
 // no call and their p99 stays within the bound, that memory stays bounded, and that Retry stops
 // once the flood has.
 //
-// The attackers (the flood and the fresh clients) run in a child process, this test binary
-// re-executed (TestHelperProcessFloodAttacker): real attackers are remote, and in this process
+// This process is the server alone. The attackers (the flood and the fresh clients) run in a
+// child process at the lowest priority, this test binary re-executed
+// (TestHelperProcessFloodAttacker), and the established clients in another at normal priority
+// (TestHelperProcessFloodTickers): real attackers and players are remote, and in this process
 // they would share the server's Go scheduler and garbage collector, so the figures would measure
-// the attacker as much as the server. They still share the machine's cores.
+// them as much as the server (a tick's timer and its reply's receive loop would wait behind the
+// server's handshakes in the same run queues). They still share the machine's cores.
 //
 // The p99 bound, checked separately for the flood alone and for the flood with real handshakes,
 // is 2x the quiet p99 of the same run plus 1 ms in soak mode (run it without -race). The reduced
@@ -95,95 +96,64 @@ func TestReliabilityHandshakeFlood(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 
-	// Established clients.
-	var tickerCloses atomic.Int32
-	conns := make([]*nq.Conn, plan.tickers)
-	for i := range conns {
-		cl := newClient(t, e, clientOptions{quic: patientQUIC(false), onClose: func(*nq.Conn, error, int) time.Duration {
-			tickerCloses.Add(1)
-			return 10 * time.Millisecond
-		}})
-		c, err := cl.Dial(ctx, f.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.RPC("rpc").Call(ctx, mPing, []byte("warm")); err != nil {
-			t.Fatal(err)
-		}
-		conns[i] = c
-	}
-	closesBefore := tickerCloses.Load()
+	// Established clients, in their own process (see the test's comment), ticking from here on.
+	tk := startTickers(t, tickersPlan{Server: f.addr, CAPEM: certs(t).CAPEM, Transport: e.name,
+		Clients: plan.tickers, Period: plan.period, Deadline: 2 * time.Minute})
+	setPhase := func(p int) { tk.call(ctx, fmt.Sprintf("phase %d", p), nil) }
 
 	// The attacker process opens its sockets before the quiet phase.
-	att := startAttacker(t, attackPlan{
-		Server: f.addr, CAPEM: certs(t).CAPEM, Sockets: plan.sockets, Rate: plan.rate, Flood: plan.flood,
-		Handshakes: plan.handshakes, Waves: 4, Span: plan.flood * 3 / 8, Deadline: 2 * time.Minute,
-	})
-	if !att.ready.Raw {
+	var ready attackReport
+	att := startHelper(t, helperSpec{name: "attacker", test: "TestHelperProcessFloodAttacker", env: attackerEnv,
+		plan: attackPlan{Server: f.addr, CAPEM: certs(t).CAPEM, Sockets: plan.sockets, Rate: plan.rate, Flood: plan.flood,
+			Handshakes: plan.handshakes, Waves: 4, Span: plan.flood * 3 / 8, Deadline: 2 * time.Minute},
+		deadline: 2 * time.Minute, lowPriority: true}, &ready)
+	if !ready.Raw {
 		t.Log("the attacker has no raw socket: no spoofed source addresses")
 	}
-
-	ticks := newTickLoad(plan.period)
-	var tickers sync.WaitGroup
-	stopTicks := make(chan struct{})
-	for i, c := range conns {
-		tickers.Add(1)
-		go func() {
-			defer tickers.Done()
-			ticks.run(ctx, c.RPC("rpc"), time.Duration(i)*plan.period/time.Duration(len(conns)), stopTicks)
-		}()
-	}
-	t.Cleanup(func() {
-		select {
-		case <-stopTicks:
-		default:
-			close(stopTicks)
-		}
-		tickers.Wait()
-	})
 
 	// Warm-up, then the quiet phase. The phases are timed: the tick workload runs on the clock.
 	// On these VMs the first seconds of load after an idle spell run several times slower: without
 	// a warm-up the baseline, and the bound with it, would be inflated.
 	time.Sleep(plan.warm)
-	ticks.setPhase(phaseQuiet)
+	setPhase(phaseQuiet)
 	cpu0, t0 := processCPU(), time.Now()
 	time.Sleep(plan.quiet)
 	cpu1, t1 := processCPU(), time.Now()
 	// The live heap (after two forced collections) is measured at the end of the quiet phase and
-	// of each flood phase. The ticks then are not counted: the forced collections are the test's,
-	// not the server's (the server's own collections stay in the figures).
-	ticks.setPhase(phaseUnmeasured)
+	// of each flood phase. The ticks then are not counted: the forced collections stop the server.
+	setPhase(phaseUnmeasured)
 	baseHeap := heapInUse()
 
 	// Flood phase. First half: the flood alone. Second half: the flood and real handshakes.
 	floodUntil := time.Now().Add(plan.flood)
-	att.call(ctx, "flood")
-	ticks.setPhase(phaseFlood)
+	att.call(ctx, "flood", nil)
+	setPhase(phaseFlood)
 	cpu2, t2 := processCPU(), time.Now()
 	time.Sleep(plan.flood / 2)
 	cpu3, t3 := processCPU(), time.Now()
-	ticks.setPhase(phaseUnmeasured)
+	setPhase(phaseUnmeasured)
 	floodHeap := heapInUse()
-	ticks.setPhase(phaseHandshakes)
+	setPhase(phaseHandshakes)
 	cpu4, t4 := processCPU(), time.Now()
-	hs := att.call(ctx, "handshakes")
+	var hs attackReport
+	att.call(ctx, "handshakes", &hs)
 	cpu5, t5 := processCPU(), time.Now()
-	ticks.setPhase(phaseUnmeasured)
+	setPhase(phaseUnmeasured)
 	bothHeap := heapInUse()
-	ticks.setPhase(phaseHandshakes)
+	setPhase(phaseHandshakes)
 	time.Sleep(time.Until(floodUntil))
-	fl := att.call(ctx, "stop")
-	ticks.setPhase(phaseAfter)
-	close(stopTicks)
-	tickers.Wait()
-	if !ticks.drain(30 * time.Second) {
-		t.Fatalf("%d tick calls never completed", ticks.outstanding.Load())
+	var fl attackReport
+	att.call(ctx, "stop", &fl)
+	setPhase(phaseAfter)
+	var ticks tickersReport
+	tk.call(ctx, "stop", &ticks)
+	if ticks.Outstanding != 0 {
+		t.Fatalf("%d tick calls never completed", ticks.Outstanding)
 	}
 
 	// Results.
 	st := f.srv.Stats()
-	quiet, flood, both := ticks.samples(phaseQuiet), ticks.samples(phaseFlood), ticks.samples(phaseHandshakes)
+	quiet, flood, both := ticks.Samples[phaseQuiet], ticks.Samples[phaseFlood], ticks.Samples[phaseHandshakes]
 	q50, q99 := percentile(quiet, 50), percentile(quiet, 99)
 	f50, f99 := percentile(flood, 50), percentile(flood, 99)
 	h50, h99 := percentile(both, 50), percentile(both, 99)
@@ -195,15 +165,15 @@ func TestReliabilityHandshakeFlood(t *testing.T) {
 		fl.Retries, fl.VN, fl.Other, st.Retries)
 	t.Logf("real handshakes: %d of %d connected and answered, %d saw Retry, dial p50 %v p99 %v; server refused %d attempts' packets (MaxHandshakes)",
 		hs.OK, plan.handshakes, hs.Retried, percentile(hs.Dial, 50), percentile(hs.Dial, 99), st.HandshakesRefused)
-	t.Logf("CPU of this process (server and established clients), in cores: quiet %.2f, flood %.2f, flood+handshakes %.2f (until the handshakes ended); attacker process %v in all",
-		cores(cpu1-cpu0, t1.Sub(t0)), cores(cpu3-cpu2, t3.Sub(t2)), cores(cpu5-cpu4, t5.Sub(t4)), fl.CPU.Round(time.Millisecond))
+	t.Logf("CPU of this process (the server), in cores: quiet %.2f, flood %.2f, flood+handshakes %.2f (until the handshakes ended); tickers process %v, attacker process %v in all",
+		cores(cpu1-cpu0, t1.Sub(t0)), cores(cpu3-cpu2, t3.Sub(t2)), cores(cpu5-cpu4, t5.Sub(t4)), ticks.CPU.Round(time.Millisecond), fl.CPU.Round(time.Millisecond))
 	t.Logf("live heap (HeapInuse after GC): %.1f MiB before the flood, %.1f MiB under the flood alone, %.1f MiB after the handshakes",
 		float64(baseHeap)/mib, float64(floodHeap)/mib, float64(bothHeap)/mib)
 
-	if n := ticks.errors.Load(); n != 0 {
-		t.Errorf("%d tick calls failed (first: %v)", n, ticks.firstErr())
+	if n := ticks.Failed; n != 0 {
+		t.Errorf("%d tick calls failed (first: %v)", n, ticks.FirstErr)
 	}
-	if n := tickerCloses.Load() - closesBefore; n != 0 {
+	if n := ticks.Closes; n != 0 {
 		t.Errorf("established clients lost their connection %d times during the flood", n)
 	}
 	if len(quiet) < plan.tickers || len(flood) < plan.tickers || len(both) < plan.tickers {
@@ -286,10 +256,6 @@ func ratio(a, b time.Duration) float64 {
 // attackerEnv carries the attacker process's plan (JSON) to the re-executed test binary.
 const attackerEnv = "NQ_FLOOD_ATTACKER"
 
-// attackerPrefix starts each line the attacker process reports on its standard output (the
-// testing package prints its own lines there too).
-const attackerPrefix = "nq-flood-attacker: "
-
 // attackPlan is what the attacker process does. It takes commands on its standard input, one a
 // line, and answers each with one attackReport line: "flood" starts the flood (it stops by itself
 // after Flood), "handshakes" runs the real handshakes and reports them, "stop" ends the flood and
@@ -320,164 +286,17 @@ type attackReport struct {
 	CPU                               time.Duration `json:",omitempty"` // the process's, in all
 }
 
-// attacker is the parent's handle on the attacker process.
-type attacker struct {
-	t       *testing.T
-	stdin   io.WriteCloser
-	reports chan attackReport // closed when the process's output ends
-	exited  chan error        // the process's exit, after its output ended
-	ready   attackReport
-
-	mu     sync.Mutex
-	output []string // what the process printed besides reports (the testing package's lines)
-}
-
-// startAttacker re-executes this test binary as the attacker process, running only
-// TestHelperProcessFloodAttacker with plan, and waits until it is ready. The process is killed
-// if it outlives the test (its input is closed first, then it has 10 s to exit).
-func startAttacker(t *testing.T, plan attackPlan) *attacker {
-	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatalf("attacker process: %v", err)
-	}
-	spec, err := json.Marshal(plan)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pctx, kill := context.WithTimeout(context.Background(), plan.Deadline+30*time.Second)
-	args := []string{exe, "-test.run=^TestHelperProcessFloodAttacker$", "-test.count=1",
-		"-test.timeout=" + (plan.Deadline + 20*time.Second).String()}
-	// Real attackers are remote: they take none of the server's CPU. On this machine they share
-	// its cores, so the process runs at the lowest priority (nice 19, inherited by all its
-	// threads): it gets the cores the server leaves idle. The test checks that the flood still
-	// went out at its rate.
-	if nice, err := exec.LookPath("nice"); err == nil {
-		args = append([]string{nice, "-n", "19"}, args...)
-	} else {
-		t.Logf("no nice(1) (%v): the attacker runs at the server's priority", err)
-	}
-	cmd := exec.CommandContext(pctx, args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), attackerEnv+"="+string(spec))
-	cmd.WaitDelay = 5 * time.Second
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		kill()
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		kill()
-		t.Fatal(err)
-	}
-	a := &attacker{t: t, stdin: stdin, reports: make(chan attackReport, 1), exited: make(chan error, 1)}
-	cmd.Stderr = &lineWriter{a: a}
-	if err := cmd.Start(); err != nil {
-		kill()
-		t.Fatalf("attacker process: %v", err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 16<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			if rest, ok := strings.CutPrefix(line, attackerPrefix); ok {
-				var r attackReport
-				if err := json.Unmarshal([]byte(rest), &r); err != nil {
-					r.Err = fmt.Sprintf("bad report %q: %v", rest, err)
-				}
-				a.reports <- r
-				continue
-			}
-			a.addOutput(line)
-		}
-		close(a.reports)
-		a.exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		stdin.Close() // the process exits at the end of its input
-		deadline := time.AfterFunc(10*time.Second, kill)
-		for range a.reports { // drain what it still says
-		}
-		<-a.exited
-		deadline.Stop()
-		kill()
-	})
-	a.ready = a.receive(pctx, "ready")
-	return a
-}
-
-// call sends one command and returns its report; any failure fails the test.
-func (a *attacker) call(ctx context.Context, command string) attackReport {
-	a.t.Helper()
-	if _, err := io.WriteString(a.stdin, command+"\n"); err != nil {
-		a.t.Fatalf("attacker %q: %v (output: %s)", command, err, a.outputText())
-	}
-	return a.receive(ctx, command)
-}
-
-func (a *attacker) receive(ctx context.Context, what string) attackReport {
-	a.t.Helper()
-	select {
-	case r, ok := <-a.reports:
-		if !ok {
-			a.t.Fatalf("attacker process ended before reporting %q: %v\n%s", what, <-a.exited, a.outputText())
-		}
-		if r.Err != "" {
-			a.t.Fatalf("attacker %q: %s", what, r.Err)
-		}
-		return r
-	case <-ctx.Done():
-		a.t.Fatalf("attacker %q: %v (output: %s)", what, ctx.Err(), a.outputText())
-	}
-	return attackReport{}
-}
-
-func (a *attacker) addOutput(line string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if len(a.output) < 200 {
-		a.output = append(a.output, line)
-	}
-}
-
-func (a *attacker) outputText() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return strings.Join(a.output, "\n")
-}
-
-// lineWriter keeps what the attacker process writes to its standard error.
-type lineWriter struct{ a *attacker }
-
-func (w *lineWriter) Write(p []byte) (int, error) {
-	for line := range strings.Lines(string(p)) {
-		w.a.addOutput(strings.TrimRight(line, "\n"))
-	}
-	return len(p), nil
-}
-
 // TestHelperProcessFloodAttacker is not a test of its own: it is the attacker process of
 // TestReliabilityHandshakeFlood (see attackPlan), which re-executes this test binary to run only
 // it, with the plan in NQ_FLOOD_ATTACKER. Without that variable it skips.
 func TestHelperProcessFloodAttacker(t *testing.T) {
-	spec := os.Getenv(attackerEnv)
-	if spec == "" {
-		t.Skip("the attacker process of TestReliabilityHandshakeFlood; runs only as its child")
-	}
 	var plan attackPlan
-	if err := json.Unmarshal([]byte(spec), &plan); err != nil {
-		t.Fatalf("%s: %v", attackerEnv, err)
+	child, ok := startHelperChild(t, attackerEnv, &plan, func() time.Duration { return plan.Deadline })
+	if !ok {
+		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), plan.Deadline)
-	defer cancel()
-	report := func(r attackReport) {
-		b, err := json.Marshal(r)
-		if err != nil {
-			b, _ = json.Marshal(attackReport{Err: err.Error()})
-		}
-		fmt.Printf("%s%s\n", attackerPrefix, b)
-	}
+	ctx := child.ctx
+	report := func(r attackReport) { child.report(r) }
 	server, err := netip.ParseAddrPort(plan.Server)
 	if err != nil {
 		report(attackReport{Err: err.Error()})
@@ -490,18 +309,6 @@ func TestHelperProcessFloodAttacker(t *testing.T) {
 	}
 	fl := startFlood(t, server, plan.Sockets)
 
-	commands := make(chan string)
-	go func() {
-		defer close(commands)
-		sc := bufio.NewScanner(os.Stdin)
-		for sc.Scan() {
-			select {
-			case commands <- sc.Text():
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
 	var (
 		senders    sync.WaitGroup
 		stopFlood  = func() {}
@@ -514,15 +321,12 @@ func TestHelperProcessFloodAttacker(t *testing.T) {
 	}()
 	report(attackReport{Raw: fl.rawFD >= 0})
 	for {
-		var command string
-		select {
-		case c, ok := <-commands:
-			if !ok {
-				return
+		command, ok := child.next()
+		if !ok {
+			if ctx.Err() != nil {
+				t.Fatalf("attacker: %v", ctx.Err())
 			}
-			command = c
-		case <-ctx.Done():
-			t.Fatalf("attacker: %v", ctx.Err())
+			return
 		}
 		switch command {
 		case "flood":
@@ -563,6 +367,150 @@ func TestHelperProcessFloodAttacker(t *testing.T) {
 				Retries: fl.retries.Load(), VN: fl.vn.Load(), Other: fl.other.Load(), Elapsed: elapsed, CPU: processCPU()})
 		default:
 			report(attackReport{Err: fmt.Sprintf("unknown command %q", command)})
+		}
+	}
+}
+
+// tickersEnv carries the tickers process's plan (JSON) to the re-executed test binary.
+const tickersEnv = "NQ_FLOOD_TICKERS"
+
+// tickersPlan is what the tickers process does: it connects Clients established clients to
+// Server, makes one call on each, reports ready, and runs the tick workload (one call per Period
+// each, unmeasured at first) until "stop". "phase N" sets the phase the following ticks count
+// in; "stop" ends the ticks, waits (30 s at most) for the calls still out and reports every
+// latency sample by phase. It keeps its clients connected until its input ends or Deadline.
+type tickersPlan struct {
+	Server    string // the server's address
+	CAPEM     []byte // the server's CA
+	Transport string // the clients' backend: udp or mmsg
+	Clients   int
+	Period    time.Duration
+	Deadline  time.Duration
+}
+
+// tickersReport is one answer of the tickers process.
+type tickersReport struct {
+	Err string `json:",omitempty"`
+	// stop
+	Samples     [numPhases][]time.Duration `json:",omitempty"`
+	Failed      int64                      `json:",omitempty"` // calls that returned an error
+	FirstErr    string                     `json:",omitempty"`
+	Outstanding int64                      `json:",omitempty"` // calls still out after 30 s
+	Closes      int32                      `json:",omitempty"` // connections lost after ready
+	CPU         time.Duration              `json:",omitempty"` // the process's, in all
+}
+
+// startTickers starts the tickers process of TestReliabilityHandshakeFlood at normal priority
+// and returns once its clients are connected and ticking.
+func startTickers(t *testing.T, plan tickersPlan) *helperProcess {
+	return startHelper(t, helperSpec{name: "tickers", test: "TestHelperProcessFloodTickers", env: tickersEnv,
+		plan: plan, deadline: plan.Deadline}, nil)
+}
+
+// TestHelperProcessFloodTickers is not a test of its own: it is the established clients'
+// process of TestReliabilityHandshakeFlood (see tickersPlan), which re-executes this test binary
+// to run only it, with the plan in NQ_FLOOD_TICKERS. Without that variable it skips.
+func TestHelperProcessFloodTickers(t *testing.T) {
+	var plan tickersPlan
+	child, ok := startHelperChild(t, tickersEnv, &plan, func() time.Duration { return plan.Deadline })
+	if !ok {
+		return
+	}
+	ctx := child.ctx
+	fail := func(err error) { child.report(tickersReport{Err: err.Error()}) }
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(plan.CAPEM) {
+		fail(errors.New("no CA certificate in the plan"))
+		return
+	}
+	var factory transport.Factory
+	switch plan.Transport {
+	case "udp":
+	case "mmsg":
+		factory = mmsg.Factory(mmsg.Config{})
+	default:
+		fail(fmt.Errorf("transport %q: want udp or mmsg", plan.Transport))
+		return
+	}
+	mux := nq.NewMux()
+	if err := mux.HandleRPC("rpc", nq.RPCHandler{}); err != nil {
+		fail(err)
+		return
+	}
+	var closes atomic.Int32
+	conns := make([]*nq.Conn, plan.Clients)
+	for i := range conns {
+		cl := &nq.Client{
+			TLS:       &tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS13},
+			Mux:       mux,
+			Transport: factory,
+			QUIC:      patientQUIC(false),
+			OnClose: func(*nq.Conn, error, int) time.Duration {
+				closes.Add(1)
+				return 10 * time.Millisecond
+			},
+		}
+		defer cl.Close()
+		c, err := cl.Dial(ctx, plan.Server)
+		if err == nil {
+			_, err = c.RPC("rpc").Call(ctx, mPing, []byte("warm"))
+		}
+		if err != nil {
+			fail(fmt.Errorf("client %d: %w", i, err))
+			return
+		}
+		conns[i] = c
+	}
+	closesBefore := closes.Load()
+
+	ticks := newTickLoad(plan.Period)
+	var tickers sync.WaitGroup
+	stopTicks := make(chan struct{})
+	stop := sync.OnceFunc(func() {
+		close(stopTicks)
+		tickers.Wait()
+	})
+	defer stop()
+	for i, c := range conns {
+		tickers.Add(1)
+		go func() {
+			defer tickers.Done()
+			ticks.run(ctx, c.RPC("rpc"), time.Duration(i)*plan.Period/time.Duration(len(conns)), stopTicks)
+		}()
+	}
+	child.report(tickersReport{})
+	for {
+		command, ok := child.next()
+		if !ok {
+			return
+		}
+		name, arg, _ := strings.Cut(command, " ")
+		switch name {
+		case "stop":
+			stop()
+			r := tickersReport{Closes: closes.Load() - closesBefore}
+			if !ticks.drain(30 * time.Second) {
+				r.Outstanding = ticks.outstanding.Load()
+			}
+			for p := range numPhases {
+				r.Samples[p] = ticks.samples(p)
+			}
+			r.Failed = ticks.errors.Load()
+			if err := ticks.firstErr(); err != nil {
+				r.FirstErr = err.Error()
+			}
+			r.CPU = processCPU()
+			child.report(r)
+		case "phase":
+			phase, err := strconv.Atoi(arg)
+			if err != nil || phase < 0 || phase >= numPhases {
+				fail(fmt.Errorf("bad phase in %q", command))
+				continue
+			}
+			ticks.setPhase(phase)
+			child.report(tickersReport{})
+		default:
+			fail(fmt.Errorf("unknown command %q", command))
 		}
 	}
 }
