@@ -15,6 +15,7 @@ type result struct {
 	name      string
 	elapsed   time.Duration
 	cpu       time.Duration   // process CPU time (user + system) while measuring
+	kernelCPU time.Duration   // the system part of cpu
 	latencies []time.Duration // one per completed call, in no particular order
 	frames    float64         // RPC frames per QUIC packet sent by the clients (nq only)
 	syscalls  float64         // socket system calls per datagram, both ends (backends that count)
@@ -39,9 +40,11 @@ func (r *result) start(cfg config) (stop func(), err error) {
 			return nil, fmt.Errorf("cpu profile: %w", err)
 		}
 	}
-	cpu0, t0 := cpuTime(), time.Now()
+	cpu0, sys0 := cpuTime()
+	t0 := time.Now()
 	return func() {
-		r.elapsed, r.cpu = time.Since(t0), cpuTime()-cpu0
+		cpu1, sys1 := cpuTime()
+		r.elapsed, r.cpu, r.kernelCPU = time.Since(t0), cpu1-cpu0, sys1-sys0
 		if prof != nil {
 			pprof.StopCPUProfile()
 			prof.Close()
@@ -68,7 +71,8 @@ func (r *result) report(out io.Writer, cfg config) {
 	fmt.Fprintf(out, "  req/s      %.0f\n", r.rate())
 	fmt.Fprintf(out, "  latency    p50 %v  p99 %v  p999 %v  max %v\n", percentile(r.latencies, 50), percentile(r.latencies, 99),
 		percentile(r.latencies, 99.9), r.latencies[done-1].Round(time.Microsecond))
-	fmt.Fprintf(out, "  cpu        %.2f us per call (server and clients together)\n", float64(r.cpu.Nanoseconds())/1e3/float64(done))
+	fmt.Fprintf(out, "  cpu        %.2f us per call (server and clients together), %.0f%% of it in the kernel\n",
+		float64(r.cpu.Nanoseconds())/1e3/float64(done), 100*ratioOf(r.kernelCPU, r.cpu))
 	if r.frames > 0 {
 		fmt.Fprintf(out, "  batching   %.1f RPC frames per QUIC packet (client side)\n", r.frames)
 	}
@@ -86,11 +90,20 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[max(0, min(i, len(sorted)-1))].Round(time.Microsecond)
 }
 
-// cpuTime returns the CPU time the process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+// ratioOf returns part/whole, 0 when whole is not positive.
+func ratioOf(part, whole time.Duration) float64 {
+	if whole <= 0 {
 		return 0
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return float64(part) / float64(whole)
+}
+
+// cpuTime returns the CPU time the process has used (user and system) and the system part of
+// it: the kernel's share is what any packet I/O backend could at most save.
+func cpuTime() (total, system time.Duration) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), time.Duration(ru.Stime.Nano())
 }
