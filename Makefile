@@ -67,9 +67,10 @@ bench:
 bench-xdp:
 	cd bench && ./run.sh xdp $(BENCHFLAGS)
 
-## bench-pps: datagram rates per transport (udp, mmsg, afxdp, and asavie/xdp as the peer) over a
-## veth pair between two namespaces it creates, cores pinned, the kernel receivers both on veth's
-## default path and with GRO on (NAPI, as on a NIC); needs root and ethtool; about 5.5 minutes.
+## bench-pps: datagram rates per transport (udp, mmsg, afxdp, and asavie/xdp as the peer, plus a bare
+## recvmmsg socket as the floor of kernel receivers) over a veth pair between two namespaces it
+## creates, cores pinned, the kernel receivers both on veth's default path and with GRO on (NAPI, as
+## on a NIC); needs root and ethtool; about 6.5 minutes.
 bench-pps: setup
 	cd bench/pps && $(GO) run . $(PPSFLAGS)
 

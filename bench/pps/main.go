@@ -12,7 +12,10 @@
 // Receive tests: an AF_XDP sender (transport/afxdp WriteBatch, the fastest sender here; -load picks
 // another) offers paced rates (-rates, default 100k to 1.3M), then as much as it can ("max"), to
 // each receiver: udp (one datagram per ReadBatch, i.e. per system call), mmsg (recvmmsg, batch 64),
-// the same two as udp-napi and mmsg-napi with GRO turned on on the receiving veth, afxdp (copy
+// bare (the reference: a plain socket read with recvmmsg, batch 64, and no control messages or
+// other work per datagram, which no recvmmsg receiver can undercut; mmsg asks for the destination
+// address and ECN bits of each datagram, which a QUIC server needs and which cost ~10% of the
+// receiver core's work per datagram here), the same two as udp-napi and mmsg-napi with GRO turned on on the receiving veth, afxdp (copy
 // mode on veth), and asavie (github.com/asavie/xdp v0.3.3 with its own XDP program attached
 // through a BPF link). veth's default receive path (no XDP program, GRO off) hands each frame to
 // the stack's backlog on its own; a NIC driver instead polls in NAPI and runs GRO, which gives a

@@ -14,6 +14,7 @@ const (
 	nameUDP     = "udp"      // transport/udp: one datagram per system call
 	nameMmsg    = "mmsg"     // transport/mmsg: recvmmsg/sendmmsg, batch 64 (GSO off when sending)
 	nameMmsgGSO = "mmsg-gso" // transport/mmsg sending same-destination runs with UDP GSO
+	nameBare    = "bare"     // the reference kernel receiver: bare recvmmsg, nothing per datagram
 	nameAFXDP   = "afxdp"    // transport/afxdp: AF_XDP, copy mode on veth
 	nameAsavie  = "asavie"   // github.com/asavie/xdp v0.3.3, the peer (receive only)
 
@@ -38,7 +39,7 @@ const nsPrefix = "nqpps-"
 
 // receiverNames and senderNames are the backends each side accepts, in report order.
 var (
-	receiverNames = []string{nameUDP, nameMmsg, nameUDPNAPI, nameMmsgNAPI, nameAFXDP, nameAsavie}
+	receiverNames = []string{nameUDP, nameMmsg, nameBare, nameUDPNAPI, nameMmsgNAPI, nameAFXDP, nameAsavie}
 	senderNames   = []string{nameUDP, nameMmsg, nameAFXDP, nameMmsgGSO}
 	loadNames     = []string{nameAFXDP, nameMmsg, nameUDP}
 )

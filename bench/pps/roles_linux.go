@@ -164,8 +164,11 @@ func drain(r receiver) {
 }
 
 func openReceiver(ctx context.Context, cfg childConfig) (receiver, error) {
-	if cfg.Transport == nameAsavie {
+	switch cfg.Transport {
+	case nameAsavie:
 		return newAsavieReceiver(cfg.Dev, cfg.Local.Port(), cfg.Deadline)
+	case nameBare:
+		return newBareReceiver(cfg.Local, cfg.Deadline)
 	}
 	c, err := openConn(ctx, cfg)
 	if err != nil {
