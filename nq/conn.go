@@ -626,6 +626,8 @@ func (g *generation) classify(err error) error {
 			return fmt.Errorf("nq: stream %d: %w", se.StreamID, ErrFrameTooLarge)
 		case wire.StreamNotReading:
 			return fmt.Errorf("nq: stream %d: %w", se.StreamID, ErrPeerNotReading)
+		case wire.StreamTooManyRequests:
+			return fmt.Errorf("nq: stream %d: %w", se.StreamID, ErrTooManyRequests)
 		default:
 			return fmt.Errorf("nq: stream %d reset (code %d): %w", se.StreamID, se.ErrorCode, ErrClosed)
 		}

@@ -12,8 +12,9 @@
 // blocks; RPC.Go calls back, for game loops. Frames produced while handling one received chunk
 // leave together (Flush forces them out), and a lone call from an idle stream leaves at once. A
 // Request is answered with Reply or Fail, from its handler or later from any goroutine. A peer
-// that sends requests without reading the answers gets its requests held back, then its stream
-// reset (ErrPeerNotReading), so the answers waiting for it stay bounded.
+// that sends requests without reading the answers, or faster than a handler that answers later
+// answers them (RPCHandler.MaxUnanswered), gets its requests held back, then its stream reset
+// (ErrPeerNotReading, ErrTooManyRequests), so what waits for it stays bounded.
 //
 // The packet I/O under QUIC is a transport.Factory (Server.Transport, Client.Transport): kernel
 // UDP by default, or transport/mmsg, transport/afxdp and transport/memconn. Every blocking call

@@ -34,6 +34,12 @@ var (
 	// hold more is reset. A peer that reads its answers, however slowly its link carries them,
 	// does not get there unless it pipelines that much.
 	ErrPeerNotReading = errors.New("nq: peer does not read its answers")
+	// ErrTooManyRequests: an RPC stream was reset because the peer kept sending requests while
+	// the handler held RPCHandler.MaxUnanswered of the stream's requests unanswered. Past that
+	// bound, new requests (and the notifications behind them) are held back until an answer is
+	// given; once what the connection's streams hold passes 4 MiB (or twice the frame limit),
+	// the stream that would hold more is reset.
+	ErrTooManyRequests = errors.New("nq: peer has too many requests unanswered")
 	// ErrServerShutdown: the server is shutting down gracefully. A client's close hook sees it
 	// when the server closed the connection while draining, and calls refused while the server
 	// drains fail with a *RemoteError that matches it.

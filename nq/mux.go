@@ -26,9 +26,11 @@ const DefaultCallTimeout = 30 * time.Second
 // Server.Shutdown waits for them (until its ctx ends). Answers to the stream's own calls are
 // still delivered meanwhile; Stats.FramesHeld counts what was held. A peer whose streams hold
 // more than 4 MiB in all (or twice the frame limit) has the stream that would hold more reset
-// with ErrPeerNotReading. Only output already written counts: requests a handler keeps to
-// answer later are not held while unanswered, so an application that answers later bounds
-// how many it keeps.
+// with ErrPeerNotReading. Requests a handler keeps to answer later count too: while
+// MaxUnanswered of a stream's requests wait for their answer, its next requests are held the
+// same way (reset: ErrTooManyRequests), so what the application keeps, and the answers it
+// writes for a peer that does not read, stay bounded per stream. When the peer finishes its
+// side, the stream's FIN waits for the answers still owed.
 type RPCHandler struct {
 	// OnRequest handles a request. It answers with req.Reply or req.Fail, now or later. A nil
 	// OnRequest answers every request with a *RemoteError of code CodeNoHandler.
@@ -51,6 +53,28 @@ type RPCHandler struct {
 	// OnRequest returns is never reused, so answering later from another goroutine stays safe.
 	// Default false: every request gets its own Request.
 	ReuseRequests bool
+	// MaxUnanswered bounds the requests of one stream that OnRequest may leave unanswered at
+	// once (answering later, from a game tick say). While that many wait for their answer, the
+	// stream's next requests are held back (with the notifications behind them), and run as
+	// answers are given; a peer that sends more than the connection may hold (4 MiB in all, or
+	// twice the frame limit) meanwhile has the stream reset with ErrTooManyRequests. Every
+	// request must be answered: one never answered keeps its place for the stream's lifetime.
+	// 0 means DefaultMaxUnanswered; a negative value means no bound.
+	MaxUnanswered int
+}
+
+// DefaultMaxUnanswered is the RPCHandler.MaxUnanswered used when it is 0.
+const DefaultMaxUnanswered = 1024
+
+// maxUnanswered is the handler's bound on unanswered requests per stream; 0 means none.
+func (h *RPCHandler) maxUnanswered() int64 {
+	switch {
+	case h.MaxUnanswered < 0:
+		return 0
+	case h.MaxUnanswered == 0:
+		return DefaultMaxUnanswered
+	}
+	return int64(h.MaxUnanswered)
 }
 
 // Mux maps protocol names to handlers. Both ends of a connection have one: a stream opened by

@@ -66,6 +66,7 @@ func newRPCStream(st *stream, h *RPCHandler) *RPCStream {
 		srv:     st.gen.conn.server,
 	}
 	r.calls = newCallTable(r.expire, max(r.timeout, minQuarantine))
+	st.maxUnanswered = h.maxUnanswered()
 	st.proto = r
 	return r
 }
@@ -338,9 +339,10 @@ func (r *RPCStream) consume(b []byte) (int, error) {
 		r.s.framesIn++
 		switch f.Kind {
 		case wire.KindRequest, wire.KindNotify:
-			// A request is held while the stream's output is backed up; a notification only
-			// behind a held request (its handler's output, if any, is the application's).
-			if len(r.held) > 0 || (f.Kind == wire.KindRequest && r.s.overBacklog()) {
+			// A request is held while the stream is congested (its output backed up, or its
+			// handler holding its bound of requests unanswered); a notification only behind a
+			// held request (its handler's output, if any, is the application's).
+			if len(r.held) > 0 || (f.Kind == wire.KindRequest && r.s.congested()) {
 				if err := r.hold(f.Kind, frame, &pass); err != nil {
 					return used, err
 				}
@@ -367,7 +369,7 @@ func (r *RPCStream) consume(b []byte) (int, error) {
 func (r *RPCStream) releaseNow() bool {
 	for len(r.held) > 0 && !r.s.isClosed() {
 		r.s.wakeReader.Store(true)
-		if r.s.overBacklog() {
+		if r.s.congested() {
 			return true
 		}
 		r.s.wakeReader.Store(false)
@@ -388,6 +390,24 @@ func (r *RPCStream) releaseAll() {
 		more := r.releaseNow()
 		r.s.setPass(false)
 		if !more {
+			return
+		}
+		select {
+		case <-r.s.wake:
+		case <-r.s.ctx.Done():
+			return
+		}
+	}
+}
+
+// awaitAnswers waits until the handler has answered every request it was given (answers it
+// gives later, from another goroutine, still reach the peer before this side's FIN), or the
+// stream ends. The reader calls it when the peer has finished its side.
+func (r *RPCStream) awaitAnswers() {
+	for {
+		r.s.finWait.Store(true)
+		if r.s.unanswered.Load() <= 0 {
+			r.s.finWait.Store(false)
 			return
 		}
 		select {
@@ -420,13 +440,18 @@ const (
 )
 
 // hold keeps a request or notification frame, with the pass's flags as they were on its
-// arrival, to run once unsent output drops; or fails with ErrPeerNotReading when the
-// connection holds too much already.
+// arrival, to run once the stream is no longer congested; or fails with ErrPeerNotReading (or
+// ErrTooManyRequests, when only unanswered requests congest the stream) when the connection
+// holds too much already.
 func (r *RPCStream) hold(kind wire.Kind, frame []byte, pass *passFlags) error {
 	g, n := r.s.gen, int64(1+len(frame))
 	for {
 		total := g.heldBytes.Load()
 		if total+n > r.heldLimit() {
+			if !r.s.overBacklog() && r.s.tooManyUnanswered() {
+				return fmt.Errorf("%w: %d requests unanswered on the stream, %d bytes of requests held on the connection",
+					ErrTooManyRequests, r.s.unanswered.Load(), total)
+			}
 			return fmt.Errorf("%w: %d bytes of output unsent on the stream, %d bytes of requests held on the connection",
 				ErrPeerNotReading, r.s.unsent(), total)
 		}
@@ -456,12 +481,12 @@ func (r *RPCStream) hold(kind wire.Kind, frame []byte, pass *passFlags) error {
 // heldKeep is the capacity of an emptied held buffer worth keeping for the next time.
 const heldKeep = 64 << 10
 
-// release runs held frames in order until none is left, the stream closes, or unsent output is
-// over the backlog limit again.
+// release runs held frames in order until none is left, the stream closes, or it is congested
+// again.
 func (r *RPCStream) release() {
 	used := 0
 	var f wire.Frame
-	for used < len(r.held) && !r.s.isClosed() && !r.s.overBacklog() {
+	for used < len(r.held) && !r.s.isClosed() && !r.s.congested() {
 		flags := r.held[used]
 		n, err := f.Decode(r.held[used+1:], r.s.maxFrame)
 		if err != nil {
@@ -532,6 +557,7 @@ func (r *RPCStream) dispatchRequest(f wire.Frame, pass *passFlags) {
 	req := r.newRequest()
 	req.Method, req.Payload, req.stream, req.msgid, req.early = f.Method, f.Payload, r, f.MsgID, pass.early
 	r.s.passRequests++
+	r.s.unanswered.Add(1)
 	r.h.OnRequest(req)
 	if r.h.ReuseRequests && req.answered.Load() {
 		// Answered (the answering goroutine no longer touches the record once it has set

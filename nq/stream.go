@@ -116,8 +116,15 @@ type stream struct {
 	// blockedLen is the size of the buffer a blocking write is handing to quic-go, 0 when none
 	// runs (written under flushMu); with wbuf it is the stream's unsent output.
 	blockedLen atomic.Int64
-	// wakeReader is set by a reader that holds frames back until unsent output drops to the
-	// backlog limit; whoever makes it drop wakes the reader with a read deadline in the past.
+	// unanswered counts the RPC requests dispatched to the handler and not answered yet;
+	// maxUnanswered (RPCHandler.MaxUnanswered, 0 for no bound) is set before the reader starts.
+	unanswered    atomic.Int64
+	maxUnanswered int64
+	// finWait is set by a reader that waits, after the peer's FIN, for the last answers: the
+	// answer that leaves none unanswered signals wake.
+	finWait atomic.Bool
+	// wakeReader is set by a reader that holds frames back until the stream is no longer
+	// congested; whoever ends that wakes the reader with a read deadline in the past.
 	wakeReader atomic.Bool
 	wake       chan struct{} // also signalled by such a wake (capacity 1), for a reader not in Read
 
@@ -162,7 +169,16 @@ func (s *stream) answer(answered *atomic.Bool, appendFn func([]byte) ([]byte, er
 	}
 	answered.Store(true)
 	s.requestsAnswered++
-	return s.appendLocked(appendFn)
+	left := s.unanswered.Add(-1)
+	err := s.appendLocked(appendFn)
+	s.outputShrank() // an answer may end the congestion a holding reader waits out
+	if left == 0 && s.finWait.Load() {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+	return err
 }
 
 // requestsPending returns how many dispatched requests wait for their answer, and whether a
@@ -309,11 +325,21 @@ func (s *stream) overBacklog() bool {
 	return blocked > backlogLimit || s.unsent() > backlogLimit
 }
 
-// outputShrank wakes a reader that holds frames back until unsent output drops to the backlog
-// limit, if it now has: a read deadline in the past ends its wait in Read, and a signal on
-// wake its wait in releaseAll.
+// tooManyUnanswered reports whether the handler holds its bound of the stream's requests
+// unanswered (RPCHandler.MaxUnanswered).
+func (s *stream) tooManyUnanswered() bool {
+	return s.maxUnanswered > 0 && s.unanswered.Load() >= s.maxUnanswered
+}
+
+// congested reports whether an RPC stream's reader holds the peer's new requests back: unsent
+// output over the backlog limit, or the handler holding its bound of requests unanswered.
+func (s *stream) congested() bool { return s.tooManyUnanswered() || s.overBacklog() }
+
+// outputShrank wakes a reader that holds frames back until the stream is no longer congested,
+// if it no longer is (after output left or an answer was given): a read deadline in the past
+// ends its wait in Read, and a signal on wake its wait in releaseAll.
 func (s *stream) outputShrank() {
-	if s.wakeReader.Load() && !s.overBacklog() && s.wakeReader.CompareAndSwap(true, false) {
+	if s.wakeReader.Load() && !s.congested() && s.wakeReader.CompareAndSwap(true, false) {
 		_ = s.qs.SetReadDeadline(time.Now())
 		select {
 		case s.wake <- struct{}{}:
@@ -460,9 +486,10 @@ func (s *stream) readLoop(prefix []byte) {
 				// answer with our FIN once what we have buffered (replies to its last
 				// requests) is out, so a peer closing the connection gracefully knows
 				// everything arrived.
-				if rs, ok := s.proto.(*RPCStream); ok && rs.holding() {
+				if rs, ok := s.proto.(*RPCStream); ok && (rs.holding() || s.unanswered.Load() > 0) {
 					rs.peerFinished()
 					rs.releaseAll()
+					rs.awaitAnswers()
 				}
 				s.finish()
 				s.close(errPeerFinished)
@@ -485,6 +512,9 @@ func (s *stream) protocolError(err error) {
 	case errors.Is(err, ErrPeerNotReading):
 		code = wire.StreamNotReading
 		cerr = ErrPeerNotReading
+	case errors.Is(err, ErrTooManyRequests):
+		code = wire.StreamTooManyRequests
+		cerr = ErrTooManyRequests
 	}
 	s.gen.conn.log.Debug("nq: stream protocol error", "stream", s.qs.StreamID(), "protocol", s.name, "err", err)
 	s.abort(code, errors.Join(cerr, err))

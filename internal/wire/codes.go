@@ -25,6 +25,10 @@ const (
 	// StreamNotReading: the peer kept sending requests without reading the answers, past the
 	// receiver's bounds on unsent answers and on requests held back meanwhile.
 	StreamNotReading StreamCode = 0x16
+	// StreamTooManyRequests: the peer kept sending requests while the receiver's handler held
+	// its bound of the stream's requests unanswered, past the receiver's bound on requests held
+	// back meanwhile.
+	StreamTooManyRequests StreamCode = 0x17
 )
 
 // String returns the code's name ("StreamProtocolError"), or "StreamCode(0x..)" for a code
@@ -45,6 +49,8 @@ func (c StreamCode) String() string {
 		return "StreamFrameTooLarge"
 	case StreamNotReading:
 		return "StreamNotReading"
+	case StreamTooManyRequests:
+		return "StreamTooManyRequests"
 	}
 	return "StreamCode(0x" + strconv.FormatUint(uint64(c), 16) + ")"
 }

@@ -8,8 +8,9 @@ func TestCodes(t *testing.T) {
 		StreamClosed: "StreamClosed", StreamCancelled: "StreamCancelled",
 		StreamProtocolError: "StreamProtocolError", StreamUnknownProtocol: "StreamUnknownProtocol",
 		StreamRejected: "StreamRejected", StreamFrameTooLarge: "StreamFrameTooLarge",
-		StreamNotReading: "StreamNotReading",
-		0x99:             "StreamCode(0x99)",
+		StreamNotReading:      "StreamNotReading",
+		StreamTooManyRequests: "StreamTooManyRequests",
+		0x99:                  "StreamCode(0x99)",
 	}
 	for c, want := range streams {
 		if got := c.String(); got != want {
