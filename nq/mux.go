@@ -30,7 +30,9 @@ const DefaultCallTimeout = 30 * time.Second
 // MaxUnanswered of a stream's requests wait for their answer, its next requests are held the
 // same way (reset: ErrTooManyRequests), so what the application keeps, and the answers it
 // writes for a peer that does not read, stay bounded per stream. When the peer finishes its
-// side, the stream's FIN waits for the answers still owed.
+// side (FIN) but still reads, the stream stays open (its Context, OnClose not yet run) until
+// the handler has answered every request it was given, and its FIN follows the last answer; a
+// peer that also stops reading (STOP_SENDING, as RPCStream.Close does) ends the stream at once.
 type RPCHandler struct {
 	// OnRequest handles a request. It answers with req.Reply or req.Fail, now or later. A nil
 	// OnRequest answers every request with a *RemoteError of code CodeNoHandler.
@@ -59,7 +61,10 @@ type RPCHandler struct {
 	// answers are given; a peer that sends more than the connection may hold (4 MiB in all, or
 	// twice the frame limit) meanwhile has the stream reset with ErrTooManyRequests. Every
 	// request must be answered: one never answered keeps its place for the stream's lifetime.
-	// 0 means DefaultMaxUnanswered; a negative value means no bound.
+	// A handler that answers only after a call of its own whose handler on the other side calls
+	// back on this stream can stall at the bound (the call back is held until an answer comes):
+	// raise the bound, or make such calls on another stream. 0 means DefaultMaxUnanswered; a
+	// negative value means no bound.
 	MaxUnanswered int
 }
 

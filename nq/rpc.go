@@ -383,7 +383,8 @@ func (r *RPCStream) holding() bool { return len(r.held) > 0 }
 
 // releaseAll runs every held frame, waiting for the peer to read as long as the output is backed
 // up; the reader calls it when the peer has finished its side, so that what it sent before its
-// FIN is handled before the stream closes. It returns early if the stream closes.
+// FIN is handled before the stream closes. It returns early if the stream closes or the peer
+// stops reading.
 func (r *RPCStream) releaseAll() {
 	for {
 		r.s.setPass(true)
@@ -394,6 +395,8 @@ func (r *RPCStream) releaseAll() {
 		}
 		select {
 		case <-r.s.wake:
+		case <-r.s.qs.Context().Done():
+			return // the peer stopped reading too: its answers cannot reach it
 		case <-r.s.ctx.Done():
 			return
 		}
@@ -401,8 +404,9 @@ func (r *RPCStream) releaseAll() {
 }
 
 // awaitAnswers waits until the handler has answered every request it was given (answers it
-// gives later, from another goroutine, still reach the peer before this side's FIN), or the
-// stream ends. The reader calls it when the peer has finished its side.
+// gives later, from another goroutine, still reach the peer before this side's FIN), the peer
+// stops reading (STOP_SENDING: no answer can reach it), or the stream ends. The reader calls it
+// when the peer has finished its side.
 func (r *RPCStream) awaitAnswers() {
 	for {
 		r.s.finWait.Store(true)
@@ -412,6 +416,8 @@ func (r *RPCStream) awaitAnswers() {
 		}
 		select {
 		case <-r.s.wake:
+		case <-r.s.qs.Context().Done():
+			return
 		case <-r.s.ctx.Done():
 			return
 		}

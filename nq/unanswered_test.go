@@ -65,7 +65,7 @@ func (k *keeper) answerOne(t *testing.T) bool {
 			k.kept = k.kept[1:]
 			k.mu.Unlock()
 			if err := next.req.Reply(next.payload); err != nil {
-				t.Fatalf("Reply: %v (%d dispatched)", err, k.n)
+				t.Fatalf("Reply: %v", err)
 			}
 			return true
 		}
@@ -127,10 +127,13 @@ func TestUnansweredRequestsBounded(t *testing.T) {
 			if held > 0 && k.dispatched() != tc.bound {
 				t.Fatalf("%d requests dispatched with %d held, want %d", k.dispatched(), held, tc.bound)
 			}
-			// Each answer lets the next held request in.
+			// Each answer lets the next held request in, and only that one.
 			for i := range tc.calls {
 				if !k.answerOne(t) {
 					t.Fatalf("request %d never reached the handler (%d dispatched)", i, k.dispatched())
+				}
+				if n := k.dispatched(); n > tc.bound+i+1 {
+					t.Fatalf("%d requests dispatched after %d answers, want at most %d", n, i+1, tc.bound+i+1)
 				}
 			}
 			for range tc.calls {
@@ -272,5 +275,32 @@ func TestCloseWhileAwaitingAnswers(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Server.Close waits for a request its handler never answers")
+	}
+}
+
+// TestPeerCloseEndsAwaitingStream: a peer that closes its stream altogether (FIN and
+// STOP_SENDING, as RPCStream.Close does) while a request is unanswered ends the stream at once:
+// no answer can reach it, so the request's context ends, and Shutdown does not wait for it.
+func TestPeerCloseEndsAwaitingStream(t *testing.T) {
+	gaveUp := make(chan struct{})
+	srv := rpcServer(t, nq.RPCHandler{OnRequest: func(req *nq.Request) {
+		go func() {
+			<-req.Context().Done() // a long poll that gives up when its stream ends
+			close(gaveUp)
+		}()
+	}})
+	qc := rawDial(t, srv.Addr().String())
+	s := rawStream(t, qc, "rpc", requests(1, "long poll"))
+	s.CancelRead(0x99) // STOP_SENDING
+	s.Close()          // FIN
+	select {
+	case <-gaveUp:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request's context did not end after the peer closed its stream")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
 	}
 }
