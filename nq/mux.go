@@ -66,6 +66,26 @@ type RPCHandler struct {
 	// raise the bound, or make such calls on another stream. 0 means DefaultMaxUnanswered; a
 	// negative value means no bound.
 	MaxUnanswered int
+	// MaxUnsent bounds, in bytes, the stream's output waiting for the peer to read it
+	// (RPCStream.Unsent): once that much waits, Notify, Call and Go fail with ErrBacklogFull
+	// and send nothing, until the peer catches up, so a server pushing state to a client that
+	// stopped reading does not queue it without bound. Answers are never refused (the hold
+	// above bounds them). 0 means DefaultMaxUnsent; a negative value means no bound.
+	MaxUnsent int
+}
+
+// DefaultMaxUnsent is the RPCHandler.MaxUnsent and RecordHandler.MaxUnsent used when it is 0.
+const DefaultMaxUnsent = 4 << 20
+
+// unsentBound is the stream's bound for a MaxUnsent setting; 0 means none.
+func unsentBound(n int) int64 {
+	switch {
+	case n < 0:
+		return 0
+	case n == 0:
+		return DefaultMaxUnsent
+	}
+	return int64(n)
 }
 
 // DefaultMaxUnanswered is the RPCHandler.MaxUnanswered used when it is 0.

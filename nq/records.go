@@ -39,6 +39,11 @@ type RecordHandler[T any] struct {
 	OnOpen func(s *RecordStream[T]) error
 	// OnClose runs once when the stream closes; err says why.
 	OnClose func(s *RecordStream[T], err error)
+	// MaxUnsent bounds, in bytes, the stream's output waiting for the peer to read it
+	// (RecordStream.Unsent): once that much waits, Send and SendAck fail with ErrBacklogFull
+	// and send nothing, until the peer catches up. 0 means DefaultMaxUnsent; a negative value
+	// means no bound.
+	MaxUnsent int
 }
 
 type recordProtocol[T any] struct {
@@ -50,6 +55,7 @@ func (recordProtocol[T]) kind() string { return "record" }
 
 func (p recordProtocol[T]) bind(st *stream) boundStream {
 	rs := &RecordStream[T]{s: st, codec: p.codec, h: p.h}
+	st.maxUnsent = unsentBound(p.h.MaxUnsent)
 	st.proto = rs
 	return rs
 }
@@ -115,11 +121,16 @@ func (rs *RecordStream[T]) run(prefix []byte) { rs.s.readLoop(prefix) }
 
 // Send encodes v and sends it as one record. Records sent while handling received data leave
 // together at the end of the handler pass; otherwise at once. Send never blocks: while the peer
-// does not read, records wait in the stream's buffer, without a bound. An application that
-// pushes to slow peers paces itself (SendAck tells when the peer's transport has a record).
+// does not read, records wait in the stream's buffer, and once that holds the handler's
+// MaxUnsent bytes Send fails with ErrBacklogFull (nothing sent) until the peer catches up. An
+// application that pushes to slow peers paces itself (Unsent says how much waits; SendAck
+// tells when the peer's transport has a record).
 func (rs *RecordStream[T]) Send(v T) error {
-	return rs.s.write(func(b []byte) ([]byte, error) { return rs.appendRecord(b, v) })
+	return rs.s.send(func(b []byte) ([]byte, error) { return rs.appendRecord(b, v) })
 }
+
+// Unsent returns how many bytes of the stream's output wait for the peer to read them.
+func (rs *RecordStream[T]) Unsent() int { return int(rs.s.unsent()) }
 
 // SendAck is Send with a delivery ack: acked runs once, with the framed length of the record
 // (the record plus its length prefix) and a nil error, when the peer's QUIC stack has
@@ -137,7 +148,7 @@ func (rs *RecordStream[T]) SendAck(v T, acked func(n int, err error)) error {
 	}
 	id := rs.s.qs.StreamID()
 	var waitErr error
-	err := rs.s.write(func(b []byte) ([]byte, error) {
+	err := rs.s.send(func(b []byte) ([]byte, error) {
 		start := rs.s.written // b is the write buffer: the record starts at this offset
 		out, err := rs.appendRecord(b, v)
 		if err == nil {

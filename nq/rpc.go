@@ -67,6 +67,7 @@ func newRPCStream(st *stream, h *RPCHandler) *RPCStream {
 	}
 	r.calls = newCallTable(r.expire, max(r.timeout, minQuarantine))
 	st.maxUnanswered = h.maxUnanswered()
+	st.maxUnsent = unsentBound(h.MaxUnsent)
 	st.proto = r
 	return r
 }
@@ -178,14 +179,20 @@ func (r *RPCStream) ctxError(ctx context.Context, method uint32) error {
 	return fmt.Errorf("nq: call %s/%d: %w", r.s.name, method, ctxErrOf(ctx))
 }
 
-// Notify sends a one-way message. It never blocks: while the peer does not read, messages (and
-// answers) wait in the stream's buffer, without a bound.
+// Notify sends a one-way message. It never blocks: while the peer does not read, messages wait
+// in the stream's buffer, and once that holds the handler's MaxUnsent bytes Notify fails with
+// ErrBacklogFull (nothing sent) until the peer catches up.
 func (r *RPCStream) Notify(method uint32, payload []byte) error {
 	if err := r.checkPayload(payload); err != nil {
 		return err
 	}
-	return r.s.write(func(b []byte) ([]byte, error) { return wire.AppendNotify(b, method, payload), nil })
+	return r.s.send(func(b []byte) ([]byte, error) { return wire.AppendNotify(b, method, payload), nil })
 }
+
+// Unsent returns how many bytes of the stream's output wait for the peer to read them
+// (flow control has not let them go yet): a server pushing state can skip updates for a peer
+// that lags. Sends are refused once it reaches the handler's MaxUnsent (ErrBacklogFull).
+func (r *RPCStream) Unsent() int { return int(r.s.unsent()) }
 
 func (r *RPCStream) checkPayload(p []byte) error {
 	if len(p) > r.s.maxFrame {
@@ -213,7 +220,7 @@ func (r *RPCStream) start(ctx context.Context, method uint32, payload []byte, do
 	c := call{method: method, cb: done, w: w}
 	s := r.s
 	s.wmu.Lock()
-	if err := cmp.Or(s.werr, s.callErr); err != nil {
+	if err := cmp.Or(s.werr, s.callErr, s.backlogFullLocked()); err != nil {
 		s.wmu.Unlock()
 		return 0, fmt.Errorf("nq: call %s/%d: %w", s.name, method, err)
 	}

@@ -42,6 +42,9 @@ func TestConnStats(t *testing.T) {
 				t.Fatalf("call %d: %v", i, err)
 			}
 		}
+		// The reader counts the frames of a handler pass when the pass ends, just after it has
+		// delivered the last reply.
+		eventually(5*time.Second, func() bool { return conn.Stats().FramesReceived >= calls })
 		st := conn.Stats()
 		if st.MinRTT <= 0 || st.LatestRTT <= 0 || st.SmoothedRTT <= 0 {
 			t.Errorf("RTTs min %v, latest %v, smoothed %v: want > 0", st.MinRTT, st.LatestRTT, st.SmoothedRTT)

@@ -3,6 +3,7 @@ package nq
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -120,6 +121,9 @@ type stream struct {
 	// maxUnanswered (RPCHandler.MaxUnanswered, 0 for no bound) is set before the reader starts.
 	unanswered    atomic.Int64
 	maxUnanswered int64
+	// maxUnsent bounds the unsent output past which what the application starts (Notify, calls,
+	// records) is refused with ErrBacklogFull; 0 for no bound. Set before the stream is used.
+	maxUnsent int64
 	// finWait is set by a reader that waits, after the peer's FIN, for the last answers: the
 	// answer that leaves none unanswered signals wake.
 	finWait atomic.Bool
@@ -156,6 +160,30 @@ func newStream(g *generation, qs *quicgo.Stream, name string, outgoing bool) *st
 func (s *stream) write(appendFn func([]byte) ([]byte, error)) error {
 	s.wmu.Lock()
 	return s.appendLocked(appendFn)
+}
+
+// send is write for what the application starts (Notify, records): it is refused with
+// ErrBacklogFull while the stream's unsent output is at its bound.
+func (s *stream) send(appendFn func([]byte) ([]byte, error)) error {
+	s.wmu.Lock()
+	if err := s.backlogFullLocked(); err != nil {
+		s.wmu.Unlock()
+		return err
+	}
+	return s.appendLocked(appendFn)
+}
+
+// backlogFullLocked returns an error matching ErrBacklogFull when the stream's unsent output has
+// reached maxUnsent (and the stream can still be written: otherwise the write reports why not).
+// The write lock is held.
+func (s *stream) backlogFullLocked() error {
+	if s.maxUnsent <= 0 || s.werr != nil {
+		return nil
+	}
+	if n := int64(len(s.wbuf)) + s.blockedLen.Load(); n >= s.maxUnsent {
+		return fmt.Errorf("nq: %s: %d bytes wait for the peer to read, at the %d-byte bound: %w", s.name, n, s.maxUnsent, ErrBacklogFull)
+	}
+	return nil
 }
 
 // answer writes the answer to a request unless answered says it was given already (then it
