@@ -40,8 +40,8 @@ var (
 	// given; once what the connection's streams hold passes 4 MiB (or twice the frame limit),
 	// the stream that would hold more is reset.
 	ErrTooManyRequests = errors.New("nq: peer has too many requests unanswered")
-	// ErrBacklogFull: a Notify, call or record send was refused, and nothing sent, because the
-	// stream's output still waiting for the peer to read (Unsent) has reached its bound
+	// ErrBacklogFull: a Notify or record send was refused, and nothing sent, because the
+	// stream's output waiting for the peer to read (Unsent) has reached its bound
 	// (RPCHandler.MaxUnsent, RecordHandler.MaxUnsent). The stream stays open: skip the update
 	// for that peer, or retry once it has caught up.
 	ErrBacklogFull = errors.New("nq: stream backlog full")

@@ -67,10 +67,12 @@ type RPCHandler struct {
 	// negative value means no bound.
 	MaxUnanswered int
 	// MaxUnsent bounds, in bytes, the stream's output waiting for the peer to read it
-	// (RPCStream.Unsent): once that much waits, Notify, Call and Go fail with ErrBacklogFull
-	// and send nothing, until the peer catches up, so a server pushing state to a client that
-	// stopped reading does not queue it without bound. Answers are never refused (the hold
-	// above bounds them). 0 means DefaultMaxUnsent; a negative value means no bound.
+	// (RPCStream.Unsent): once that much waits, Notify fails with ErrBacklogFull and sends
+	// nothing, until the peer catches up, so a server pushing state to a client that stopped
+	// reading does not queue it without bound (a client's notifications are bounded the same
+	// way). Calls are not refused (each has its deadline; a caller pipelining large calls paces
+	// with their answers), nor are answers (the hold above bounds them). 0 means
+	// DefaultMaxUnsent; a negative value means no bound.
 	MaxUnsent int
 }
 

@@ -129,7 +129,8 @@ func (rs *RecordStream[T]) Send(v T) error {
 	return rs.s.send(func(b []byte) ([]byte, error) { return rs.appendRecord(b, v) })
 }
 
-// Unsent returns how many bytes of the stream's output wait for the peer to read them.
+// Unsent returns how many bytes of the stream's output quic-go has not taken yet: mostly what
+// waits for the peer to read, plus records of a handler pass about to leave.
 func (rs *RecordStream[T]) Unsent() int { return int(rs.s.unsent()) }
 
 // SendAck is Send with a delivery ack: acked runs once, with the framed length of the record

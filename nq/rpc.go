@@ -189,9 +189,10 @@ func (r *RPCStream) Notify(method uint32, payload []byte) error {
 	return r.s.send(func(b []byte) ([]byte, error) { return wire.AppendNotify(b, method, payload), nil })
 }
 
-// Unsent returns how many bytes of the stream's output wait for the peer to read them
-// (flow control has not let them go yet): a server pushing state can skip updates for a peer
-// that lags. Sends are refused once it reaches the handler's MaxUnsent (ErrBacklogFull).
+// Unsent returns how many bytes of the stream's output quic-go has not taken yet: mostly what
+// waits for the peer to read (flow control), plus frames of a handler pass about to leave. A
+// server pushing state can skip updates for a peer that lags. Notify is refused once the
+// output waiting for the peer reaches the handler's MaxUnsent (ErrBacklogFull).
 func (r *RPCStream) Unsent() int { return int(r.s.unsent()) }
 
 func (r *RPCStream) checkPayload(p []byte) error {
@@ -220,7 +221,7 @@ func (r *RPCStream) start(ctx context.Context, method uint32, payload []byte, do
 	c := call{method: method, cb: done, w: w}
 	s := r.s
 	s.wmu.Lock()
-	if err := cmp.Or(s.werr, s.callErr, s.backlogFullLocked()); err != nil {
+	if err := cmp.Or(s.werr, s.callErr); err != nil {
 		s.wmu.Unlock()
 		return 0, fmt.Errorf("nq: call %s/%d: %w", s.name, method, err)
 	}

@@ -175,12 +175,17 @@ func (s *stream) send(appendFn func([]byte) ([]byte, error)) error {
 
 // backlogFullLocked returns an error matching ErrBacklogFull when the stream's unsent output has
 // reached maxUnsent (and the stream can still be written: otherwise the write reports why not).
-// The write lock is held.
+// Output waits for the peer only while a blocking write runs; before that, what the buffer
+// holds is a handler pass's frames, about to leave. The write lock is held.
 func (s *stream) backlogFullLocked() error {
 	if s.maxUnsent <= 0 || s.werr != nil {
 		return nil
 	}
-	if n := int64(len(s.wbuf)) + s.blockedLen.Load(); n >= s.maxUnsent {
+	blocked := s.blockedLen.Load()
+	if blocked == 0 {
+		return nil
+	}
+	if n := int64(len(s.wbuf)) + blocked; n >= s.maxUnsent {
 		return fmt.Errorf("nq: %s: %d bytes wait for the peer to read, at the %d-byte bound: %w", s.name, n, s.maxUnsent, ErrBacklogFull)
 	}
 	return nil
@@ -302,7 +307,7 @@ func (s *stream) flushLocked() {
 // resumes (or the FIN a shutdown left for it goes out).
 func (s *stream) blockingWrite(buf []byte) {
 	for {
-		_, err := s.qs.Write(buf)
+		err := s.writeInSlices(buf)
 		s.flushMu.Lock()
 		s.keepSpare(buf)
 		if err != nil {
@@ -333,6 +338,27 @@ func (s *stream) blockingWrite(buf []byte) {
 		s.flushMu.Unlock()
 		s.outputShrank()
 	}
+}
+
+// blockSlice is the most a blocking write hands quic-go at once.
+const blockSlice = 64 << 10
+
+// writeInSlices hands buf to quic-go with blocking writes of at most blockSlice bytes, lowering
+// blockedLen as each is accepted, so that Unsent, the bounds on it and a reader holding frames
+// back follow the peer's reading before the whole buffer has gone.
+func (s *stream) writeInSlices(buf []byte) error {
+	for len(buf) > 0 {
+		n := min(len(buf), blockSlice)
+		if _, err := s.qs.Write(buf[:n]); err != nil {
+			return err
+		}
+		buf = buf[n:]
+		if len(buf) > 0 {
+			s.blockedLen.Store(int64(len(buf)))
+			s.outputShrank()
+		}
+	}
+	return nil
 }
 
 // unsent returns the stream's output that quic-go has not accepted yet.

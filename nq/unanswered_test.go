@@ -193,12 +193,7 @@ func TestTooManyRequestsIsReset(t *testing.T) {
 func TestTooManyRequestsFailsCalls(t *testing.T) {
 	k := newKeeper()
 	srv := rpcServer(t, nq.RPCHandler{OnRequest: k.onRequest, MaxUnanswered: 1})
-	mux := nq.NewMux()
-	// No bound on the client's own unsent output: its 6.4 MiB of calls must all leave.
-	if err := mux.HandleRPC("rpc", nq.RPCHandler{MaxUnsent: -1}); err != nil {
-		t.Fatal(err)
-	}
-	cl := newClient(t, &env{name: "udp"}, clientOptions{mux: mux})
+	cl := newClient(t, &env{name: "udp"}, clientOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := cl.Dial(ctx, srv.Addr().String())

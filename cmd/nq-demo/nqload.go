@@ -47,9 +47,7 @@ func runNQ(ctx context.Context, cfg config, ms *metricsServer) (*result, error) 
 	cl.add(func() { srv.Close() })
 
 	cmux := nq.NewMux()
-	// The workload bounds what it has in flight (w calls a connection), so the stream's own
-	// bound on unsent output (MaxUnsent) is not needed: a large -size times -w is no error.
-	if err := cmux.HandleRPC("rpc", nq.RPCHandler{MaxUnsent: -1}); err != nil {
+	if err := cmux.HandleRPC("rpc", nq.RPCHandler{}); err != nil {
 		return res, err
 	}
 	client := &nq.Client{

@@ -117,9 +117,7 @@ func NewNQClient(cfg Config, onClose func(c *nq.Conn, err error, attempt int) ti
 		return nil, err
 	}
 	mux := nq.NewMux()
-	// The workloads bound what they have in flight, so the stream's bound on unsent output
-	// (MaxUnsent) would only turn large payloads times deep pipelines into errors.
-	if err := mux.HandleRPC(RPCName, nq.RPCHandler{Timeout: cfg.callTimeout(), MaxUnsent: -1}); err != nil {
+	if err := mux.HandleRPC(RPCName, nq.RPCHandler{Timeout: cfg.callTimeout()}); err != nil {
 		return nil, fmt.Errorf("stack nq: %w", err)
 	}
 	conf := cfg.Certs.ClientTLS()
