@@ -37,7 +37,7 @@ func TestCodes(t *testing.T) {
 		}
 		seen[uint64(c)] = want
 	}
-	if len(seen) != 12 {
-		t.Errorf("%d distinct codes, want 12", len(seen))
+	if len(seen) != 13 {
+		t.Errorf("%d distinct codes, want 13", len(seen))
 	}
 }
