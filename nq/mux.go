@@ -30,7 +30,7 @@ const DefaultCallTimeout = 30 * time.Second
 // MaxUnanswered of a stream's requests wait for their answer, its next requests are held the
 // same way (reset: ErrTooManyRequests), so what the application keeps, and the answers it
 // writes for a peer that does not read, stay bounded per stream. When the peer finishes its
-// side (FIN) but still reads, the stream stays open (its Context, OnClose not yet run) until
+// side (FIN) but still reads, the stream stays open (its Context live, OnClose not run) until
 // the handler has answered every request it was given, and its FIN follows the last answer; a
 // peer that also stops reading (STOP_SENDING, as RPCStream.Close does) ends the stream at once.
 type RPCHandler struct {
