@@ -149,7 +149,7 @@ var serverDefs = append([]def[serverSnapshot]{
 		func(s serverSnapshot) float64 { return float64(s.FramesSent) }, nil},
 	{"nq_server_frames_received_total", "Frames received over every connection.", prometheus.CounterValue,
 		func(s serverSnapshot) float64 { return float64(s.FramesReceived) }, nil},
-	{"nq_server_frames_held_total", "Requests (and notifications behind them) held back because over 256 KiB of output to their peer was unsent on their stream (peers asking faster than they read).", prometheus.CounterValue,
+	{"nq_server_frames_held_total", "Requests (and notifications behind them) held back because over 256 KiB of output to their peer was unsent on their stream (peers asking faster than they read) or the handler held its MaxUnanswered requests unanswered.", prometheus.CounterValue,
 		func(s serverSnapshot) float64 { return float64(s.FramesHeld) }, nil},
 }, transportDefs("nq_server_transport_", func(s serverSnapshot) (transport.Counters, bool) { return s.transport, s.hasTransport })...)
 
@@ -170,7 +170,7 @@ var clientDefs = append([]def[clientSnapshot]{
 		func(s clientSnapshot) float64 { return float64(s.FramesSent) }, nil},
 	{"nq_client_frames_received_total", "Frames received by the client's Conns.", prometheus.CounterValue,
 		func(s clientSnapshot) float64 { return float64(s.FramesReceived) }, nil},
-	{"nq_client_frames_held_total", "Requests (and notifications behind them) held back because over 256 KiB of output to the server was unsent on their stream.", prometheus.CounterValue,
+	{"nq_client_frames_held_total", "Requests (and notifications behind them) held back because over 256 KiB of output to the server was unsent on their stream or the handler held its MaxUnanswered requests unanswered.", prometheus.CounterValue,
 		func(s clientSnapshot) float64 { return float64(s.FramesHeld) }, nil},
 }, transportDefs("nq_client_transport_", func(s clientSnapshot) (transport.Counters, bool) { return s.transport, s.hasTransport })...)
 

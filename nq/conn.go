@@ -337,7 +337,8 @@ type Stats struct {
 	FramesSent, FramesReceived uint64
 	// FramesHeld counts the requests (and notifications behind them) whose handlers waited
 	// because more than 256 KiB of output to the peer was unsent on their stream (the peer reads
-	// slower than it asks; see ErrPeerNotReading).
+	// slower than it asks; see ErrPeerNotReading) or its handler held RPCHandler.MaxUnanswered
+	// requests unanswered (see ErrTooManyRequests).
 	FramesHeld uint64
 }
 

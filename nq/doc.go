@@ -8,7 +8,8 @@
 // attempt, or NoReconnect). Either end opens streams of any protocol the other end's Mux knows.
 //
 // Calls are multiplexed on one long-lived QUIC stream per protocol and complete exactly once:
-// with the reply, a *RemoteError, ErrTimeout, ErrConnLost, ErrClosed or ErrRejected. RPC.Call
+// with the reply, a *RemoteError, ErrTimeout, ErrConnLost, ErrClosed, ErrRejected, or the
+// reset of a peer that bounds what it holds (ErrPeerNotReading, ErrTooManyRequests). RPC.Call
 // blocks; RPC.Go calls back, for game loops. Frames produced while handling one received chunk
 // leave together (Flush forces them out), and a lone call from an idle stream leaves at once. A
 // Request is answered with Reply or Fail, from its handler or later from any goroutine. A peer

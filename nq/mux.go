@@ -67,8 +67,8 @@ type RPCHandler struct {
 	// negative value means no bound.
 	MaxUnanswered int
 	// MaxUnsent bounds, in bytes, the stream's output waiting for the peer to read it
-	// (RPCStream.Unsent): once that much waits, Notify fails with ErrBacklogFull and sends
-	// nothing, until the peer catches up, so a server pushing state to a client that stopped
+	// (RPCStream.Unsent): once that much waits (the last Notify accepted may pass it by one
+	// frame), Notify fails with ErrBacklogFull and sends nothing, until the peer catches up, so a server pushing state to a client that stopped
 	// reading does not queue it without bound (a client's notifications are bounded the same
 	// way). Calls are not refused (each has its deadline; a caller pipelining large calls paces
 	// with their answers), nor are answers (the hold above bounds them). 0 means

@@ -139,7 +139,8 @@ func (r *RPCStream) Flush() { r.s.flush() }
 
 // Call sends a request and waits for its answer: the reply payload, a *RemoteError, ErrTimeout
 // (the ctx deadline passed or, when ctx has no deadline, the handler's Timeout), ErrConnLost,
-// ErrClosed, ErrRejected, or the ctx's error when it is cancelled.
+// ErrClosed, ErrRejected, ErrPeerNotReading or ErrTooManyRequests (the peer reset the stream
+// for those), or the ctx's error when it is cancelled.
 func (r *RPCStream) Call(ctx context.Context, method uint32, payload []byte) ([]byte, error) {
 	w := newWaiter()
 	id, err := r.start(ctx, method, payload, nil, w)

@@ -606,8 +606,8 @@ type ServerStats struct {
 	FramesSent, FramesReceived uint64
 	// FramesHeld counts requests (and notifications behind them) held back over every connection
 	// (Stats.FramesHeld): a rising count means some peer's output is backed up (a peer that asks
-	// faster than it reads, or large answers or pushes on a slow path); Conn.Stats().FramesHeld
-	// tells which.
+	// faster than it reads, or large answers or pushes on a slow path) or a handler holds its
+	// MaxUnanswered requests; Conn.Stats().FramesHeld tells which connection.
 	FramesHeld uint64
 }
 

@@ -121,8 +121,8 @@ type stream struct {
 	// maxUnanswered (RPCHandler.MaxUnanswered, 0 for no bound) is set before the reader starts.
 	unanswered    atomic.Int64
 	maxUnanswered int64
-	// maxUnsent bounds the unsent output past which what the application starts (Notify, calls,
-	// records) is refused with ErrBacklogFull; 0 for no bound. Set before the stream is used.
+	// maxUnsent bounds the unsent output past which what the application pushes (Notify, record
+	// sends) is refused with ErrBacklogFull; 0 for no bound. Set before the stream is used.
 	maxUnsent int64
 	// finWait is set by a reader that waits, after the peer's FIN, for the last answers: the
 	// answer that leaves none unanswered signals wake.
@@ -536,10 +536,10 @@ func (s *stream) readLoop(prefix []byte) {
 				}
 			}
 			if errors.Is(err, io.EOF) {
-				// The peer finished writing: run what it sent that is still held back, then
-				// answer with our FIN once what we have buffered (replies to its last
-				// requests) is out, so a peer closing the connection gracefully knows
-				// everything arrived.
+				// The peer finished writing: run what it sent that is still held back, wait
+				// for the answers its requests are still owed (unless it stopped reading
+				// too), then answer with our FIN once what we have buffered is out, so a peer
+				// closing the connection gracefully knows everything arrived.
 				if rs, ok := s.proto.(*RPCStream); ok && (rs.holding() || s.unanswered.Load() > 0) {
 					rs.peerFinished()
 					rs.releaseAll()

@@ -14,8 +14,9 @@
 // each receiver: udp (one datagram per ReadBatch, i.e. per system call), mmsg (recvmmsg, batch 64),
 // bare (the reference: a plain socket read with recvmmsg, batch 64, and no control messages or
 // other work per datagram, which no recvmmsg receiver can undercut; mmsg asks for the destination
-// address and ECN bits of each datagram, which a QUIC server needs and which cost ~10% of the
-// receiver core's work per datagram here), the same two as udp-napi and mmsg-napi with GRO turned on on the receiving veth, afxdp (copy
+// address and ECN bits of each datagram, which a QUIC server needs and which make the receiver
+// core's work per datagram ~10% larger here), udp and mmsg again as udp-napi and mmsg-napi with
+// GRO turned on on the receiving veth, afxdp (copy
 // mode on veth), and asavie (github.com/asavie/xdp v0.3.3 with its own XDP program attached
 // through a BPF link). veth's default receive path (no XDP program, GRO off) hands each frame to
 // the stack's backlog on its own; a NIC driver instead polls in NAPI and runs GRO, which gives a
@@ -42,8 +43,8 @@
 //
 // Output: Markdown tables on stdout, then, last, lines such as "ratio mmsg/udp rx-64 1.43".
 // Progress and per-step drop counters (where datagrams were lost) go to stderr. A default run takes
-// about 5.5 minutes (5m22s here): 2 s per measured step (-step), about 10 steps and a few retries
-// x 6 receivers x 2 payload sizes, 7 send tests, warm-ups and process start-ups; -timeout (10m)
+// about 6.5 minutes (6m13s here): 2 s per measured step (-step), about 10 steps and a few retries
+// x 7 receivers x 2 payload sizes, 7 send tests, warm-ups and process start-ups; -timeout (10m)
 // bounds it. Other load on the two cores distorts the results (XDP receivers on veth most:
 // their 256-frame veth ring overflows whenever the pinned NAPI thread waits for the CPU), so run it
 // on otherwise idle cores; the report notes the load seen before the run and each step's "rx core

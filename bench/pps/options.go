@@ -52,8 +52,8 @@ type options struct {
 	// "as fast as the sender can" and may only come last. Default 100k, 200k, 400k, 700k, 1M,
 	// 1.3M, max.
 	Rates []float64
-	// Receivers are the receive backends measured. Default udp, mmsg, udp-napi, mmsg-napi,
-	// afxdp, asavie (see napiSuffix).
+	// Receivers are the receive backends measured. Default udp, mmsg, bare, udp-napi,
+	// mmsg-napi, afxdp, asavie (see napiSuffix).
 	Receivers []string
 	// Load is the sender that offers load to the receivers: afxdp (the default, the fastest
 	// sender here), mmsg or udp. (mmsg-gso is refused: veth would hand its GSO runs to kernel

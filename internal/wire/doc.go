@@ -126,6 +126,8 @@
 //	0x03  ConnRejected                  0x13  StreamUnknownProtocol
 //	0x04  ConnInternalError             0x14  StreamRejected       the open hook said no
 //	                                    0x15  StreamFrameTooLarge
+//	                                    0x16  StreamNotReading     requests held past the budget
+//	                                    0x17  StreamTooManyRequests  the same, with requests unanswered
 //
 // ConnServerShutdown tells clients that the server is going away on purpose (a graceful shutdown),
 // so they can tell it apart from a crash or a network failure.
