@@ -166,18 +166,9 @@ func TestUnsentFollowsReading(t *testing.T) {
 	onOpen, opened := openedStream[*nq.RPCStream]()
 	srv := rpcServer(t, nq.RPCHandler{OnOpen: onOpen})
 	// A client with a small, fixed receive window: what it has not read cannot hide in it.
-	tlsConf := certs(t).ClientTLS("localhost")
-	tlsConf.NextProtos = []string{quic.ALPN}
 	conf := quic.ClientConfig()
 	conf.InitialStreamReceiveWindow, conf.MaxStreamReceiveWindow = 256<<10, 256<<10
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	qc, err := quicgo.DialAddr(ctx, srv.Addr().String(), tlsConf, conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer qc.CloseWithError(0, "")
-	c := rawStream(t, qc, "rpc", nil)
+	c := rawStream(t, rawDialConfig(t, srv.Addr().String(), conf), "rpc", nil)
 	s := waitFor(t, opened, 5*time.Second, "the server's stream")
 	payload := make([]byte, 64<<10)
 	if _, err := pushUntilFull(1000, func() error { return s.Notify(1, payload) }); !errors.Is(err, nq.ErrBacklogFull) {

@@ -22,6 +22,12 @@ import (
 // rawDial connects to the fixture with plain quic-go, speaking nq's wire format by hand.
 func rawDial(t *testing.T, addr string) *quicgo.Conn {
 	t.Helper()
+	return rawDialConfig(t, addr, quic.ClientConfig())
+}
+
+// rawDialConfig is rawDial with a quic-go configuration of the test's own.
+func rawDialConfig(t *testing.T, addr string, conf *quicgo.Config) *quicgo.Conn {
+	t.Helper()
 	tlsConf := certs(t).ClientTLS("localhost")
 	tlsConf.NextProtos = []string{quic.ALPN}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -30,7 +36,7 @@ func rawDial(t *testing.T, addr string) *quicgo.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	qc, err := quicgo.DialAddr(ctx, udpAddr.String(), tlsConf, quic.ClientConfig())
+	qc, err := quicgo.DialAddr(ctx, udpAddr.String(), tlsConf, conf)
 	if err != nil {
 		t.Fatal(err)
 	}

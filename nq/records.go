@@ -42,8 +42,7 @@ type RecordHandler[T any] struct {
 	// MaxUnsent bounds, in bytes, the stream's output waiting for the peer to read it
 	// (RecordStream.Unsent): once that much waits (the last record accepted may pass it by one
 	// record), Send and SendAck fail with ErrBacklogFull and send nothing, until the peer
-	// catches up. 0 means DefaultMaxUnsent; a negative value
-	// means no bound.
+	// catches up. 0 means DefaultMaxUnsent; a negative value means no bound.
 	MaxUnsent int
 }
 

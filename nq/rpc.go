@@ -390,37 +390,19 @@ func (r *RPCStream) releaseNow() bool {
 // holding reports whether the reader holds frames back. Only the reader calls it.
 func (r *RPCStream) holding() bool { return len(r.held) > 0 }
 
-// releaseAll runs every held frame, waiting for the peer to read as long as the output is backed
-// up; the reader calls it when the peer has finished its side, so that what it sent before its
-// FIN is handled before the stream closes. It returns early if the stream closes or the peer
-// stops reading.
-func (r *RPCStream) releaseAll() {
+// drainAtPeerFIN runs every held frame, as the peer reads and the handler answers, and waits
+// until the handler has answered every request it was given (answers it gives later, from
+// another goroutine, still reach the peer before this side's FIN). The reader calls it when the
+// peer has finished its side. It returns early if the stream closes or the peer stops reading
+// (STOP_SENDING: no answer can reach it).
+func (r *RPCStream) drainAtPeerFIN() {
+	r.s.finWait.Store(true) // before the look at unanswered, so that the last answer wakes us
+	defer r.s.finWait.Store(false)
 	for {
 		r.s.setPass(true)
 		more := r.releaseNow()
 		r.s.setPass(false)
-		if !more {
-			return
-		}
-		select {
-		case <-r.s.wake:
-		case <-r.s.qs.Context().Done():
-			return // the peer stopped reading too: its answers cannot reach it
-		case <-r.s.ctx.Done():
-			return
-		}
-	}
-}
-
-// awaitAnswers waits until the handler has answered every request it was given (answers it
-// gives later, from another goroutine, still reach the peer before this side's FIN), the peer
-// stops reading (STOP_SENDING: no answer can reach it), or the stream ends. The reader calls it
-// when the peer has finished its side.
-func (r *RPCStream) awaitAnswers() {
-	for {
-		r.s.finWait.Store(true)
-		if r.s.unanswered.Load() <= 0 {
-			r.s.finWait.Store(false)
+		if !more && r.s.unanswered.Load() <= 0 {
 			return
 		}
 		select {

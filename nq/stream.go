@@ -391,7 +391,7 @@ func (s *stream) congested() bool { return s.tooManyUnanswered() || s.overBacklo
 
 // outputShrank wakes a reader that holds frames back until the stream is no longer congested,
 // if it no longer is (after output left or an answer was given): a read deadline in the past
-// ends its wait in Read, and a signal on wake its wait in releaseAll.
+// ends its wait in Read, and a signal on wake its wait in drainAtPeerFIN.
 func (s *stream) outputShrank() {
 	if s.wakeReader.Load() && !s.congested() && s.wakeReader.CompareAndSwap(true, false) {
 		_ = s.qs.SetReadDeadline(time.Now())
@@ -542,8 +542,7 @@ func (s *stream) readLoop(prefix []byte) {
 				// closing the connection gracefully knows everything arrived.
 				if rs, ok := s.proto.(*RPCStream); ok && (rs.holding() || s.unanswered.Load() > 0) {
 					rs.peerFinished()
-					rs.releaseAll()
-					rs.awaitAnswers()
+					rs.drainAtPeerFIN()
 				}
 				s.finish()
 				s.close(errPeerFinished)
